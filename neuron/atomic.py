@@ -19,7 +19,9 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{suffix}.partial", dir=target.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f"{suffix}.partial", dir=target.parent
+    )
     os.close(handle)
     temporary = Path(name)
     temporary.unlink()

@@ -37,7 +37,7 @@ def _check(condition: bool, message: str) -> None:
 class SyntheticConfig:
     """The embedded synthetic dataset, generated on demand when `data.path` is empty."""
 
-    preset: Literal["tiny", "small", "default"] = "small"
+    preset: Literal["tiny", "small", "default"] = "default"
     """Size preset: `tiny` for unit tests, `small` for the quick CPU run, `default` for studies."""
     seed: int = 0
     """Generator seed; the same seed gives byte-identical data."""
@@ -107,10 +107,19 @@ class DataConfig:
             f"data.unseen_classes={list(self.unseen_classes)} is only read with data.split=custom "
             f"(data.split is {self.split!r}); set data.split=custom or remove it",
         )
-        _check(self.validation_classes >= 1, f"data.validation_classes={self.validation_classes}: must be >= 1")
-        _check(0.0 < self.heldout_fraction < 0.5, f"data.heldout_fraction={self.heldout_fraction}: must be in (0, 0.5)")
+        _check(
+            self.validation_classes >= 1,
+            f"data.validation_classes={self.validation_classes}: must be >= 1",
+        )
+        _check(
+            0.0 < self.heldout_fraction < 0.5,
+            f"data.heldout_fraction={self.heldout_fraction}: must be in (0, 0.5)",
+        )
         _check(self.window >= 4, f"data.window={self.window}: must be >= 4 frames")
-        _check(0.0 < self.crop_min_ratio <= 1.0, f"data.crop_min_ratio={self.crop_min_ratio}: must be in (0, 1]")
+        _check(
+            0.0 < self.crop_min_ratio <= 1.0,
+            f"data.crop_min_ratio={self.crop_min_ratio}: must be in (0, 1]",
+        )
         _check(self.max_bodies in (1, 2), f"data.max_bodies={self.max_bodies}: must be 1 or 2")
 
 
@@ -182,10 +191,22 @@ class ModelConfig:
     """Weight of each step's cross-entropy, one entry per step."""
 
     def __post_init__(self) -> None:
-        _check(1 <= self.steps <= 3, f"model.steps={self.steps}: must be 1, 2 or 3 (one per side-information round)")
-        _check(self.spatial_prototypes >= 1, f"model.spatial_prototypes={self.spatial_prototypes}: must be >= 1")
-        _check(self.temporal_prototypes >= 1, f"model.temporal_prototypes={self.temporal_prototypes}: must be >= 1")
-        _check(self.compression_per_step >= 0, f"model.compression_per_step={self.compression_per_step}: must be >= 0")
+        _check(
+            1 <= self.steps <= 3,
+            f"model.steps={self.steps}: must be 1, 2 or 3 (one per side-information round)",
+        )
+        _check(
+            self.spatial_prototypes >= 1,
+            f"model.spatial_prototypes={self.spatial_prototypes}: must be >= 1",
+        )
+        _check(
+            self.temporal_prototypes >= 1,
+            f"model.temporal_prototypes={self.temporal_prototypes}: must be >= 1",
+        )
+        _check(
+            self.compression_per_step >= 0,
+            f"model.compression_per_step={self.compression_per_step}: must be >= 0",
+        )
         if self.compression and self.branches != "temporal":
             kept_last = self.spatial_prototypes - self.compression_per_step * self.steps
             _check(
@@ -232,7 +253,6 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     lr_milestones: tuple[int, ...] = (60, 80, 100)
     lr_decay: float = 0.1
-    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"pretrain.epochs={self.epochs}: must be >= 1")
@@ -264,14 +284,18 @@ class TrainConfig:
         _check(self.batch_size >= 1, f"train.batch_size={self.batch_size}: must be >= 1")
         _check(self.lr > 0, f"train.lr={self.lr}: must be > 0")
         _check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay}: must be >= 0")
-        _check(self.augmented_views >= 0, f"train.augmented_views={self.augmented_views}: must be >= 0")
+        _check(
+            self.augmented_views >= 0, f"train.augmented_views={self.augmented_views}: must be >= 0"
+        )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation protocol."""
 
-    fusion: Literal["sum_softmax", "sum_logits", "product_softmax", "spatial", "temporal"] = "sum_softmax"
+    fusion: Literal["sum_softmax", "sum_logits", "product_softmax", "spatial", "temporal"] = (
+        "sum_softmax"
+    )
     """How the two branches' last-step scores are fused."""
     selection_metric: Literal["val/zsl_top1", "val/gzsl_h"] = "val/zsl_top1"
     """Validation metric (pseudo-unseen classes) that picks the best epoch."""
@@ -450,7 +474,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping at the top level, got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -463,10 +489,14 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     if shipped.is_file():
         return shipped
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"{name_or_path}: no such config file or shipped config (shipped: {', '.join(names)})")
+    raise ConfigError(
+        f"{name_or_path}: no such config file or shipped config (shipped: {', '.join(names)})"
+    )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> Config:
     """default.yaml, then `path` (thin overrides), then dotted overrides."""
     plain = read_yaml(CONFIG_DIR / "default.yaml")
     source = "default.yaml"
@@ -480,7 +510,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             raise ConfigError(f"{resolved}: {error}") from error
         plain = _merge(plain, update)
         source = str(resolved)
-    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    items = (
+        overrides.items()
+        if isinstance(overrides, dict)
+        else (parse_override(o) for o in overrides or [])
+    )
     for key, value in items:
         _set_dotted(plain, key, value, source="override")
     try:

@@ -66,6 +66,7 @@ class DatasetInfo:
     num_joints: int = 25
 
     def to_metadata(self) -> dict[bytes, bytes]:
+        """The `neuron.*` schema metadata (UTF-8 JSON values) written into every dataset file."""
         values = {
             "format": FORMAT_VERSION,
             "dataset": self.dataset,
@@ -79,8 +80,13 @@ class DatasetInfo:
 
     @classmethod
     def from_metadata(cls, metadata: dict[bytes, bytes] | None, path: Path) -> DatasetInfo:
+        """Read the `neuron.*` schema metadata of the file at `path` (named in errors)."""
         metadata = metadata or {}
-        values = {k.decode()[len("neuron.") :]: json.loads(v) for k, v in metadata.items() if k.startswith(b"neuron.")}
+        values = {
+            k.decode()[len("neuron.") :]: json.loads(v)
+            for k, v in metadata.items()
+            if k.startswith(b"neuron.")
+        }
         if "class_names" not in values:
             raise DatasetError(
                 f"{path}: no neuron.class_names in the schema metadata; this is not a file written by "
@@ -109,20 +115,27 @@ class DatasetWriter:
     def __init__(self, path: str | Path, info: DatasetInfo, batch_rows: int = 256) -> None:
         self.path = Path(path)
         if self.path.suffix not in (".arrow", ".parquet"):
-            raise DatasetError(f"{self.path}: the output must end in .arrow (memory-mappable) or .parquet")
+            raise DatasetError(
+                f"{self.path}: the output must end in .arrow (memory-mappable) or .parquet"
+            )
         self.info = info
         self.schema = SCHEMA.with_metadata(info.to_metadata())
         self.batch_rows = batch_rows
         self.rows: list[dict[str, Any]] = []
         self.count = 0
+        self._written_ids: set[str] = set()
 
     def __enter__(self) -> DatasetWriter:
         self._atomic = atomic_path(self.path)
         self._temporary = self._atomic.__enter__()
-        if self.path.suffix == ".arrow":
-            self._writer: Any = ipc.new_file(str(self._temporary), self.schema)
-        else:
-            self._writer = pq.ParquetWriter(str(self._temporary), self.schema)
+        try:
+            if self.path.suffix == ".arrow":
+                self._writer: Any = ipc.new_file(str(self._temporary), self.schema)
+            else:
+                self._writer = pq.ParquetWriter(str(self._temporary), self.schema)
+        except BaseException as error:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     def add(
@@ -143,12 +156,23 @@ class DatasetWriter:
             )
         if joints.shape[0] < 1:
             raise DatasetError(f"{sample_id}: no frames")
+        if joints.shape[1] < 1:
+            raise DatasetError(f"{sample_id}: no bodies (M = 0); store absent bodies as zeros")
+        if sample_id in self._written_ids:
+            raise DatasetError(
+                f"{sample_id}: sample_id written twice to {self.path}; sample ids must be unique"
+            )
         if not 0 <= label < len(self.info.class_names):
-            raise DatasetError(f"{sample_id}: label {label} outside 0..{len(self.info.class_names) - 1}")
+            raise DatasetError(
+                f"{sample_id}: label {label} outside 0..{len(self.info.class_names) - 1}"
+            )
         if partition not in PARTITIONS:
-            raise DatasetError(f"{sample_id}: partition {partition!r}, expected one of {PARTITIONS}")
+            raise DatasetError(
+                f"{sample_id}: partition {partition!r}, expected one of {PARTITIONS}"
+            )
         if not np.isfinite(joints).all():
             raise DatasetError(f"{sample_id}: joints contain NaN or inf")
+        self._written_ids.add(sample_id)
         self.rows.append(
             {
                 "sample_id": sample_id,
@@ -169,22 +193,35 @@ class DatasetWriter:
     def _flush(self) -> None:
         if not self.rows:
             return
-        columns = {name: [row[name] for row in self.rows] for name in SCHEMA.names if name != "joints"}
+        columns = {
+            name: [row[name] for row in self.rows] for name in SCHEMA.names if name != "joints"
+        }
         flat = np.concatenate([row["joints"] for row in self.rows])
         offsets = np.zeros(len(self.rows) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([row["joints"].size for row in self.rows])
-        arrays = [pa.array(columns[name], type=SCHEMA.field(name).type) for name in SCHEMA.names if name != "joints"]
-        arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.float32())))
+        arrays = [
+            pa.array(columns[name], type=SCHEMA.field(name).type)
+            for name in SCHEMA.names
+            if name != "joints"
+        ]
+        arrays.append(
+            pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.float32()))
+        )
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.rows = []
 
     def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         try:
-            if exc_type is None:
-                if self.count == 0:
-                    raise DatasetError(f"{self.path}: no sequences were written; check the source")
-                self._flush()
-            self._writer.close()
+            try:
+                if exc_type is None:
+                    if self.count == 0:
+                        raise DatasetError(
+                            f"{self.path}: no sequences were written; check the source"
+                        )
+                    self._flush()
+            finally:
+                # Close in every case so the temporary file is released before it is removed.
+                self._writer.close()
         except BaseException as error:
             self._atomic.__exit__(type(error), error, error.__traceback__)
             raise
@@ -197,7 +234,9 @@ class SkeletonTable:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise DatasetError(f"{self.path}: no such dataset file (create it with `neuron data import` or `neuron data synth`)")
+            raise DatasetError(
+                f"{self.path}: no such dataset file (create it with `neuron data import` or `neuron data synth`)"
+            )
         try:
             if self.path.suffix == ".arrow":
                 source = pa.memory_map(str(self.path), "r")
@@ -207,10 +246,14 @@ class SkeletonTable:
             else:
                 raise DatasetError(f"{self.path}: unknown extension; expected .arrow or .parquet")
         except (pa.ArrowInvalid, OSError) as error:
-            raise DatasetError(f"{self.path}: not a readable Arrow/Parquet file ({error}); re-import it") from error
+            raise DatasetError(
+                f"{self.path}: not a readable Arrow/Parquet file ({error}); re-import it"
+            ) from error
         missing = [n for n in SCHEMA.names if n not in self.table.column_names]
         if missing:
-            raise DatasetError(f"{self.path}: missing columns {missing}; re-import it with `neuron data import`")
+            raise DatasetError(
+                f"{self.path}: missing columns {missing}; re-import it with `neuron data import`"
+            )
         self.info = DatasetInfo.from_metadata(self.table.schema.metadata, self.path)
         self.labels = self._column("label").astype(np.int64)
         self.subject = self._column("subject")
@@ -219,14 +262,17 @@ class SkeletonTable:
         self.num_frames = self._column("num_frames")
         self.num_bodies = self._column("num_bodies")
         self.partition = np.asarray(self.table.column("partition").to_pylist())
-        # Zero-copy access to the joints: per chunk, the flat float32 values and the offsets.
-        self._chunks = []
-        self._chunk_starts = [0]
+        # Zero-copy access to the joints: per row, its chunk's flat float32 values, the row's
+        # slice of them and its (T, M, V, 3) shape, precomputed so `sequence` is one lookup.
+        self._rows: list[tuple[np.ndarray, int, int, tuple[int, int, int, int]]] = []
+        frames, bodies = self.num_frames.tolist(), self.num_bodies.tolist()
         for chunk in self.table.column("joints").chunks:
-            offsets = chunk.offsets.to_numpy()
+            offsets = chunk.offsets.to_numpy().tolist()
             values = chunk.values.to_numpy(zero_copy_only=True)
-            self._chunks.append((offsets, values))
-            self._chunk_starts.append(self._chunk_starts[-1] + len(chunk))
+            for local in range(len(chunk)):
+                row = len(self._rows)
+                shape = (frames[row], bodies[row], self.info.num_joints, 3)
+                self._rows.append((values, offsets[local], offsets[local + 1], shape))
 
     def _column(self, name: str) -> np.ndarray:
         return self.table.column(name).to_numpy()
@@ -248,13 +294,12 @@ class SkeletonTable:
 
     def sequence(self, index: int) -> np.ndarray:
         """The joints of row `index`, (T, M, V, 3) float32, without copying."""
-        chunk = int(np.searchsorted(self._chunk_starts, index, side="right") - 1)
-        local = index - self._chunk_starts[chunk]
-        offsets, values = self._chunks[chunk]
-        flat = values[offsets[local] : offsets[local + 1]]
-        return flat.reshape(int(self.num_frames[index]), int(self.num_bodies[index]), self.info.num_joints, 3)
+        values, start, stop, shape = self._rows[index]
+        return values[start:stop].reshape(shape)  # (T, M, V, 3)
 
-    def select(self, partition: str | None = None, classes: Sequence[int] | None = None) -> np.ndarray:
+    def select(
+        self, partition: str | None = None, classes: Sequence[int] | None = None
+    ) -> np.ndarray:
         """Row indices of a partition and/or a set of classes."""
         mask = np.ones(len(self), dtype=bool)
         if partition is not None:
@@ -264,6 +309,7 @@ class SkeletonTable:
         return np.flatnonzero(mask)
 
     def summary(self) -> dict[str, Any]:
+        """Counts and frame statistics of the file, JSON-serialisable."""
         return {
             "path": str(self.path),
             "dataset": self.info.dataset,
@@ -278,8 +324,11 @@ class SkeletonTable:
             "frames_mean": float(self.num_frames.mean()),
             "frames_max": int(self.num_frames.max()),
             "two_body_sequences": int((self.num_bodies >= 2).sum()),
+            "joint_layout": self.info.joint_layout,
+            "num_joints": self.info.num_joints,
         }
 
 
 def open_dataset(path: str | Path) -> SkeletonTable:
+    """Open a dataset file written by DatasetWriter (memory-mapped when `.arrow`)."""
     return SkeletonTable(path)

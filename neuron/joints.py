@@ -53,7 +53,28 @@ KINECT_V1_JOINTS: tuple[str, ...] = (
 )  # fmt: skip
 """0-based Kinect v1 order used by NW-UCLA (20 joints)."""
 
-KINECT_V1_TO_NTU: tuple[int, ...] = (0, 1, 20, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
+KINECT_V1_TO_NTU: tuple[int, ...] = (
+    0,
+    1,
+    20,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+)
 """NTU index of each Kinect v1 joint."""
 
 NTU_FROM_KINECT_V1_DERIVED: dict[int, tuple[int, ...]] = {

@@ -1,0 +1,296 @@
+"""The `neuron` command.
+
+    neuron data synth | import | info     datasets in the Arrow format
+    neuron pretrain CONFIG [k=v ...]      stage 1 (cached, resumable)
+    neuron features CONFIG [k=v ...]      stage 1 + the feature cache
+    neuron train CONFIG [k=v ...]         both stages and the final evaluation
+
+Later stages (search/, ablations/) add subcommands through the `neuron.commands` entry-point
+group, so this package never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from neuron import __version__
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default="quick",
+        help="a YAML file or the name of a shipped config (quick, tiny, default, nwucla, ntu60); default: quick",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. model.spatial_prototypes=120 train.epochs=10",
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from neuron.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from neuron.synthetic import synthetic_descriptions, write_descriptions, write_synthetic
+
+    summary = write_synthetic(args.out, preset=args.preset, seed=args.seed, progress=True)
+    if not args.no_descriptions:
+        out = Path(args.out)
+        folder = Path(args.descriptions_out or out.parent / f"{out.stem}_descriptions")
+        write_descriptions(folder, synthetic_descriptions(seed=args.seed))
+        summary["descriptions"] = str(folder)
+    _print_summary("synthetic dataset", summary)
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from neuron.importers import import_dataset
+
+    summary = import_dataset(
+        args.format,
+        args.source,
+        args.out,
+        benchmark=args.benchmark,
+        class_names_file=args.class_names,
+        joint_map_file=args.joint_map,
+        progress=True,
+        strict=args.strict,
+    )
+    _print_summary(f"imported {args.format}", summary)
+    return 0
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from neuron.importers import dataset_summary
+
+    _print_summary(str(args.file), dataset_summary(args.file))
+    return 0
+
+
+def _print_summary(title: str, summary: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list) and len(value) > 8:
+            value = f"{value[:8]} … ({len(value)} in all)"
+        print(f"  {key:<{width}}  {value}")
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from neuron.dataset import open_dataset
+    from neuron.train import dataset_file, encoder_key, pretrain_encoder, split_samples
+
+    cfg = _load(args)
+    path = dataset_file(cfg, progress=True)
+    table = open_dataset(path)
+    class_split, samples = split_samples(cfg, table)
+    out = Path(cfg.run.cache_dir) / "encoders" / encoder_key(cfg, path, class_split)
+    if (out / "encoder.pt").is_file():
+        print(f"stage 1 is cached: {out / 'encoder.pt'}")
+        return 0
+    final = pretrain_encoder(cfg, table, class_split, samples, out, progress=True)
+    print(f"stage 1 done: {final}")
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from neuron.features import open_feature_table
+    from neuron.train import prepare
+
+    prepared = prepare(_load(args), progress=True)
+    features = open_feature_table(prepared.feature_cache_path)
+    print(
+        f"feature cache: {prepared.feature_cache_path} ({len(features)} rows, "
+        f"{features.nbytes() / 2**20:.1f} MiB, key {prepared.cache_key})"
+    )
+    return 0
+
+
+def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> str:
+    """Validation and test ZSL/GZSL metrics side by side, plus chance."""
+    rows = [
+        ("ZSL top-1 (fused)", "zsl_top1"),
+        ("ZSL top-1 spatial", "zsl_top1_spatial"),
+        ("ZSL top-1 temporal", "zsl_top1_temporal"),
+        ("GZSL seen", "gzsl_seen"),
+        ("GZSL unseen", "gzsl_unseen"),
+        ("GZSL harmonic mean", "gzsl_h"),
+    ]
+    lines = [f"{'metric':<22}{'validation':>12}{'test':>10}", "-" * 44]
+    for label, key in rows:
+        values = [metrics.get(f"{prefix}/{key}") for prefix in ("val", "test")]
+        if all(v is None for v in values):
+            continue
+        cells = "".join(
+            f"{'-' if v is None else f'{100 * v:.1f}':>{w}}"
+            for v, w in zip(values, (12, 10), strict=True)
+        )
+        lines.append(f"{label:<22}{cells}")
+    if "chance/zsl" in metrics:
+        lines.append(f"{'chance (ZSL)':<22}{'':>12}{100 * metrics['chance/zsl']:>10.1f}")
+    parity = {k: v for k, v in metrics.items() if k.startswith("paper_parity/")}
+    if parity:
+        lines.append("paper_parity (the reference's optimistic protocol; not used for selection):")
+        lines += [
+            f"  {k}: {v:.2e}" if "gamma" in k else f"  {k}: {100 * v:.1f}"
+            for k, v in sorted(parity.items())
+        ]
+    lines.append(f"best epoch (chosen on validation): {int(metrics.get('best_epoch', 0))}")
+    lines.append(
+        f"validation classes (pseudo-unseen): {', '.join(classes['validation_class_names'])}"
+    )
+    lines.append(f"unseen test classes: {', '.join(classes['unseen_class_names'])}")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from neuron.atomic import write_text_atomic
+    from neuron.train import fit, prepare
+
+    cfg = _load(args)
+    name = args.name or time.strftime("train-%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.run.output_dir) / name
+    prepared = prepare(cfg, progress=True)
+
+    def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
+        selection = cfg.eval.selection_metric
+        print(
+            f"epoch {int(metrics['epoch']):>3}/{cfg.train.epochs}  loss {metrics['train/loss']:.4f}  "
+            f"{selection} {metrics[selection]:.3f}  val/gzsl_h {metrics['val/gzsl_h']:.3f}  "
+            f"({metrics['epoch_seconds']:.1f} s)",
+            flush=True,
+        )
+
+    result = fit(cfg, report, run_dir=run_dir, resume_from=args.resume, prepared=prepared)
+    print()
+    print(format_metrics_table(result.metrics, result.classes))
+    print(f"\nrun directory: {run_dir} (config.yaml, metrics.json, checkpoints/)")
+    if args.metrics_out:
+        payload = result.metrics | {"classes": result.classes}
+        write_text_atomic(args.metrics_out, json.dumps(payload, indent=2))
+        print(f"metrics written to {args.metrics_out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuron",
+        description="Neuron zero-shot skeleton action recognition: data, training and (with search/) "
+        "distributed hyperparameter search.",
+    )
+    parser.add_argument("--version", action="version", version=f"neuron {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="create, import and inspect Arrow skeleton datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    synth = data_commands.add_parser(
+        "synth", help="write the synthetic dataset and its side information"
+    )
+    synth.add_argument("--preset", choices=["tiny", "small", "default"], default="small")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="output file, .arrow or .parquet")
+    synth.add_argument(
+        "--descriptions-out",
+        help="folder for the six description JSON files (default: beside --out)",
+    )
+    synth.add_argument(
+        "--no-descriptions", action="store_true", help="do not write the description JSON files"
+    )
+    synth.set_defaults(handler=_data_synth)
+
+    from neuron.benchmarks import BENCHMARKS
+    from neuron.importers import IMPORT_FORMATS
+
+    importer = data_commands.add_parser(
+        "import",
+        help="import a dataset into the Arrow format",
+        description="Import skeleton data into one Arrow/Parquet file (atomic; progress bar; summary).",
+    )
+    importer.add_argument("format", choices=IMPORT_FORMATS)
+    importer.add_argument("source", help="folder or file in the original format")
+    importer.add_argument(
+        "--out", required=True, help="output file, .arrow (memory-mappable) or .parquet"
+    )
+    importer.add_argument(
+        "--benchmark", choices=sorted(BENCHMARKS), help="sample partition (ntu-raw needs one)"
+    )
+    importer.add_argument(
+        "--class-names", help="arrays: class names, a .txt (one per line) or a JSON list"
+    )
+    importer.add_argument(
+        "--joint-map", help="arrays: JSON joint mapping to the NTU 25-joint layout"
+    )
+    importer.set_defaults(handler=_data_import)
+
+    info = data_commands.add_parser("info", help="summarise a dataset file")
+    info.add_argument("file")
+    info.set_defaults(handler=_data_info)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="stage 1: train the Shift-GCN encoder on the training classes"
+    )
+    _add_config_arguments(pretrain)
+    pretrain.set_defaults(handler=_pretrain)
+
+    features = commands.add_parser(
+        "features", help="stage 1 + extract the memory-mapped feature cache"
+    )
+    _add_config_arguments(features)
+    features.set_defaults(handler=_features)
+
+    train = commands.add_parser(
+        "train",
+        help="train both stages, select on validation, evaluate the unseen classes once",
+        description="Runs stage 1 (cached), the feature cache (cached) and stage 2, then prints "
+        "validation and test ZSL/GZSL metrics.",
+    )
+    _add_config_arguments(train)
+    train.add_argument(
+        "--metrics-out", help="also write the final metrics as flat JSON to this file"
+    )
+    train.add_argument(
+        "--resume", help="a checkpoint directory (run_dir/checkpoints/epoch-NNNN) to continue from"
+    )
+    train.add_argument("--name", help="run name under run.output_dir (default: train-<timestamp>)")
+    train.set_defaults(handler=_train)
+
+    for entry in entry_points(group="neuron.commands"):
+        entry.load()(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from neuron.train import DivergenceError
+
+    try:
+        return int(args.handler(args) or 0)
+    except DivergenceError as error:
+        print(f"error: training diverged: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

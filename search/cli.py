@@ -1,0 +1,135 @@
+"""`neuron search`: the subcommand this package adds to the `neuron` command.
+
+`neuron.cli` finds `register` through the `neuron.commands` entry-point group, so `neuron/` never
+imports this package. Ray, Optuna and MLflow are imported only when the command runs, so
+`neuron --help` stays fast. `python -m search SPEC ...` runs the same command on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+
+DESCRIPTION = """\
+Hyperparameter search over Neuron: Ray Tune schedules the trials (on a local Ray instance, or on
+the cluster at --address / $RAY_ADDRESS), Optuna TPE proposes them (define-by-run space,
+search/space.py) and MLflow records every study and trial (one parent run per split, one child
+run per trial). Checks the spec, the search space and the tracking store before any trial starts.
+"""
+
+EPILOG = """\
+examples:
+  neuron search search/specs/quick.yaml
+  neuron search search/specs/quick.yaml num_trials=4 space.lr.low=0.02 --name lr-sweep
+  neuron search search/specs/quick.yaml --name lr-sweep --resume      # after a crash or Ctrl-C
+  neuron search search/specs/ntu60.yaml --address auto --tracking-uri http://mlflow:5000
+
+outputs:
+  <output_dir>/<name>/<split>/best_config.yaml   the best trial's config (neuron train it)
+  <output_dir>/<name>/optuna.db                  optuna-dashboard sqlite:///<that path>
+  <output_dir>/mlflow.db                         mlflow ui --backend-store-uri sqlite:///<path>
+
+exit codes: 0 done, 2 bad input (spec, override, range, tracking URI; nothing launched).
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `search` subcommand to the `neuron` command's subparsers."""
+    parser = subparsers.add_parser(
+        "search",
+        help="distributed hyperparameter search (Ray Tune + Optuna, recorded in MLflow)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run_command)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="search spec YAML (see search/specs/quick.yaml)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted spec overrides, e.g. num_trials=4 max_concurrent_trials=2 "
+        "space.lr.low=0.01 space.epochs=6 base.overrides.train.batch_size=32",
+    )
+    parser.add_argument(
+        "--name",
+        help="search name: Tune run folder, Optuna study and MLflow run names "
+        "(default: <spec name>-<timestamp>; required with --resume)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store, sqlite:///path.db or http://host:port (default: the spec's "
+        "tracking_uri, else sqlite:///<output_dir>/mlflow.db)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the search --name after the driver died (Tuner.restore; same Optuna "
+        "study, same MLflow parent runs; finished splits are summarised again, not rerun)",
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster address (auto, host:6379, ray://host:10001); default: the spec's "
+        "address, else $RAY_ADDRESS, else a new local Ray instance",
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Validate everything, then run the search; bad input → message on stderr, exit code 2."""
+    from neuron.config import ConfigError
+    from search.spec import load_search_spec
+    from search.tracking import TrackingError
+
+    spec_path = Path(args.spec)
+    if not spec_path.is_file():
+        return _bad_input(f"{spec_path}: no such search spec file (see search/specs/)")
+    if args.resume and not args.name:
+        return _bad_input("--resume needs --name NAME: the name of the search to continue")
+    try:
+        spec = load_search_spec(spec_path, args.overrides)
+        if args.tracking_uri:
+            spec = spec.with_overrides({"tracking_uri": args.tracking_uri})
+        if args.address:
+            spec = spec.with_overrides({"address": args.address})
+        from search.runner import SearchSetupError, run_search
+
+        name = args.name or default_name(spec_path)
+        result = run_search(spec, name, resume=args.resume)
+    except (ConfigError, TrackingError) as error:
+        return _bad_input(str(error))
+    except SearchSetupError as error:
+        return _bad_input(str(error))
+    print(result.summary())
+    return 0
+
+
+def default_name(spec_path: Path) -> str:
+    import time
+
+    return f"{spec_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _bad_input(message: str) -> int:
+    print("error: " + textwrap.fill(message, width=100, subsequent_indent="  "), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m search SPEC ...`: the same command without the `neuron` front end."""
+    parser = argparse.ArgumentParser(
+        prog="python -m search",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))

@@ -1,0 +1,462 @@
+"""Run a search: Ray Tune schedules Neuron trials, Optuna proposes them, MLflow records them.
+
+`run_search(spec, name)` runs one study per split, one after the other:
+
+1. `ray.init` (the cluster at `address` / $RAY_ADDRESS, else a local instance) and
+   `check_tracking_uri` — before anything is launched.
+2. `prepare(cfg)` once in the driver: dataset, text embeddings, stage-1 encoder and the
+   memory-mapped feature cache are built (or found) in `run.cache_dir`; trials receive their
+   paths (`Prepared`), never copies, so concurrent trials on a node share one page-cached copy.
+3. A `Tuner` over `train_trial` with `OptunaSearch` (TPE, seeded, define-by-run
+   `search.space.define_space`, study persisted in `<output_dir>/<name>/optuna.db` so
+   `optuna-dashboard` can open it and `--resume` continues it), ASHA / no scheduler /
+   HyperBandForBOHB, `max_concurrent_trials`, `reuse_actors=True`, per-epoch checkpoints under
+   `<storage_path>/<name>/<split>` (2 kept) and `FailureConfig(max_failures)`: a trial whose node
+   dies resumes from its last checkpoint elsewhere.
+4. `TrackingCallback` writes the MLflow runs from the driver (search.tracking).
+
+Trials stopped early by ASHA and TPE. Ray's `OptunaSearch` reports every epoch's objective to the
+Optuna trial as an intermediate value, then tells Optuna the LAST result of a stopped trial as a
+COMPLETE value, as if a 1-epoch score were a finished run; it also tells an errored trial that
+reported epochs as COMPLETE. `NeuronOptunaSearch` changes that: a trial stopped early is told
+PRUNED (TPE's Optuna implementation ranks pruned trials below every completed trial, deeper ones
+first, by their last intermediate value, so a stopped configuration still informs TPE as a
+"bad region" without being mistaken for a finished score); a failed trial is told FAIL (TPE
+ignores it); a completed trial is told the objective at the epoch `fit` selected
+(`selected/<objective>`). The fidelity reached is recorded as the Optuna user attributes
+`epochs_reached` / `status` and in MLflow (tags `neuron.status`, `neuron.epochs_reached`, metric
+`fidelity/epochs`).
+
+`HyperBandForBOHB` runs with Optuna TPE as its model (TuneBOHB needs hpbandster and ConfigSpace,
+not installed). It pauses trials, so Tune's concurrency limiter (which counts paused trials)
+would stall its brackets: with it, `max_concurrent_trials` only bounds pending trials and the
+cluster's resources bound running ones.
+
+Resume (`resume=True`): each split's Tune run is restored with `Tuner.restore` (unfinished trials
+continue from their checkpoints, errored ones stay errored); the restored run carries the same
+searcher (same Optuna study) and the same tracking callback, which finds the same MLflow runs by
+their tags. Splits not started yet are started; finished ones are summarised again.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from neuron.atomic import write_text_atomic
+from neuron.config import Config, EvalConfig, to_plain
+from neuron.train import prepare
+from search.space import SpaceRanges, define_space, max_epochs
+from search.spec import SearchSpec
+from search.tracking import (
+    MlflowTracker,
+    StudyInfo,
+    TrackingCallback,
+    check_tracking_uri,
+    flatten,
+    trial_status,
+)
+from search.trainable import train_trial
+
+TABLE_PARAMETERS = (
+    "lr",
+    "weight_decay",
+    "logit_scale",
+    "steps",
+    "spatial_prototypes",
+    "temporal_prototypes",
+)
+"""Parameter columns of the live trial table: never conditional (CLIReporter needs every column
+in every trial's config), and few enough to keep the table readable."""
+
+
+class SearchSetupError(ValueError):
+    """The search cannot start (name taken, nothing to resume, spec changed on resume)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Optuna through Tune
+
+
+def suggest(trial: optuna.Trial, ranges: SpaceRanges, base: Config) -> dict[str, Any]:
+    """The define-by-run function handed to OptunaSearch: Tune's trial config becomes the
+    Optuna parameters (captured by Ray) plus `overrides`, the dotted Config overrides."""
+    return {"overrides": define_space(trial, ranges, base)}
+
+
+class NeuronOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about stopped and failed trials (module
+    docstring): PRUNED for trials stopped early, FAIL for errors, the selected epoch's objective
+    for completed trials."""
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        status, epochs = trial_status(result)
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        ot_trial.set_user_attr("epochs_reached", epochs)
+        value = None
+        if error:
+            state, status = optuna.trial.TrialState.FAIL, "failed"
+        elif status == "completed":
+            state = optuna.trial.TrialState.COMPLETE
+            value = result.get(f"selected/{self._metric}", result.get(self._metric))
+        else:
+            state = optuna.trial.TrialState.PRUNED
+        ot_trial.set_user_attr("status", status)
+        self._ot_study.tell(ot_trial, value, state=state)
+        self._completed_trials.add(trial_id)
+
+    # HyperBandForBOHB pauses and resumes trials through these (TuneBOHB-specific hooks); TPE
+    # needs no bookkeeping for them.
+    def on_pause(self, trial_id: str) -> None:
+        return None
+
+    def on_unpause(self, trial_id: str) -> None:
+        return None
+
+
+def trial_dirname(trial: tune.experiment.Trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def make_scheduler(spec: SearchSpec, epochs: int) -> TrialScheduler:
+    metric, mode = spec.objective.metric, spec.objective.mode
+    match spec.scheduler.name:
+        case "asha":
+            return ASHAScheduler(
+                time_attr="training_iteration",
+                metric=metric,
+                mode=mode,
+                max_t=epochs,
+                grace_period=spec.scheduler.grace_period,
+                reduction_factor=spec.scheduler.reduction_factor,
+            )
+        case "hyperband_bohb":
+            return HyperBandForBOHB(
+                time_attr="training_iteration",
+                metric=metric,
+                mode=mode,
+                max_t=epochs,
+                reduction_factor=spec.scheduler.reduction_factor,
+            )
+        case "none":
+            return FIFOScheduler()
+    raise AssertionError(spec.scheduler.name)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    split: str
+    study_run_id: str
+    best_trial_id: str | None
+    best_objective: float | None
+    best_config_path: Path | None
+    results_path: Path
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    name: str
+    objective: str
+    tracking_uri: str
+    experiment: str
+    search_run_id: str | None
+    optuna_storage: str
+    storage_path: str
+    studies: tuple[StudyResult, ...]
+
+    def mlflow_ui_command(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"open {self.tracking_uri} (experiment {self.experiment!r})"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+
+    def summary(self) -> str:
+        lines = [
+            f"search {self.name!r}: objective {self.objective} (validation, pseudo-unseen classes)"
+        ]
+        for study in self.studies:
+            counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in study.counts.items())
+            lines.append(f"  split {study.split}: {counts}")
+            if study.best_trial_id is None:
+                lines.append("    no trial finished with a value")
+                continue
+            lines.append(
+                f"    best trial {study.best_trial_id}: {self.objective} = {study.best_objective:.4f}"
+            )
+            lines.append(f"    best config written to {study.best_config_path}")
+            lines.append(f"      train it: neuron train {study.best_config_path}")
+            lines.append(f"    results table: {study.results_path} (and .parquet)")
+        lines.append(f"Tune runs (checkpoints, --resume): {self.storage_path}")
+        lines.append(f"Optuna study: optuna-dashboard {self.optuna_storage}")
+        lines.append(f"MLflow UI: {self.mlflow_ui_command()}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise SearchSetupError(
+            f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names folders and runs)"
+        )
+
+
+def _spec_record(spec: SearchSpec) -> dict[str, Any]:
+    """What must not change between a search and its resume (the cluster address may)."""
+    return {k: v for k, v in to_plain(spec).items() if k != "address"}
+
+
+def _check_resume(spec: SearchSpec, name: str, record: Path, resume: bool) -> None:
+    if resume and not record.is_file():
+        raise SearchSetupError(
+            f"--resume: no search named {name!r} in {record.parent.parent} (no {record}); check "
+            "--name and the spec's output_dir, or start it without --resume"
+        )
+    if not resume and record.is_file():
+        raise SearchSetupError(
+            f"a search named {name!r} already exists in {record.parent}; continue it with "
+            f"--name {name} --resume, or choose another --name"
+        )
+    if resume:
+        saved = yaml.safe_load(record.read_text())
+        now = json.loads(json.dumps(_spec_record(spec)))
+        if saved != now:
+            diff = difflib.unified_diff(
+                yaml.safe_dump(saved).splitlines(),
+                yaml.safe_dump(now).splitlines(),
+                lineterm="",
+                n=0,
+            )
+            changes = [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+            raise SearchSetupError(
+                f"--resume {name!r}: the spec differs from the one the search started with "
+                f"({record}): {'; '.join(changes[:6])}. Resume with the same spec and overrides."
+            )
+
+
+def study_base(spec: SearchSpec, split: str) -> Config:
+    """The split's base config as every trial sees it: threads, device and the epoch selection
+    follow the search (torch threads = CPUs per trial; the objective selects the epoch)."""
+    overrides: dict[str, Any] = {
+        "run.threads": max(1, int(spec.resources.cpu)),
+        "run.device": "cuda" if spec.resources.gpu > 0 else "cpu",
+    }
+    selectable = typing.get_args(typing.get_type_hints(EvalConfig)["selection_metric"])
+    if spec.objective.metric in selectable:
+        overrides["eval.selection_metric"] = spec.objective.metric
+    return spec.base_config(split).replace(overrides)
+
+
+def run_search(
+    spec: SearchSpec, name: str, resume: bool = False, address: str | None = None
+) -> SearchResult:
+    """Run (or resume) the search `name`; return where everything was written."""
+    _check_name(name)
+    output = spec.resolved_output_dir() / name
+    record = output / "search.yaml"
+    _check_resume(spec, name, record, resume)
+    tracking_uri = spec.resolved_tracking_uri()
+    check_tracking_uri(tracking_uri)
+    if not resume:
+        write_text_atomic(
+            record, yaml.safe_dump(json.loads(json.dumps(_spec_record(spec))), sort_keys=False)
+        )
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=address or spec.address)
+    try:
+        tracker = MlflowTracker(tracking_uri, spec.experiment)
+        splits = spec.split_names
+        settings = _settings(spec)
+        search_run_id = tracker.start_search(name, splits, settings) if len(splits) > 1 else None
+        optuna_storage = f"sqlite:///{output / 'optuna.db'}"
+        studies = tuple(
+            _run_study(spec, name, split, resume, tracker, search_run_id, optuna_storage, settings)
+            for split in splits
+        )
+        if search_run_id is not None:
+            _summarise_search(tracker, search_run_id, studies, spec.objective.metric)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return SearchResult(
+        name=name,
+        objective=spec.objective.metric,
+        tracking_uri=tracking_uri,
+        experiment=spec.experiment,
+        search_run_id=search_run_id,
+        optuna_storage=optuna_storage,
+        storage_path=f"{spec.resolved_storage_path()}/{name}",
+        studies=studies,
+    )
+
+
+def _settings(spec: SearchSpec) -> dict[str, Any]:
+    plain = to_plain(spec)
+    return {k: v for k, v in plain.items() if k not in ("space", "base")} | {
+        "space": {k: v for k, v in plain["space"].items() if v is not None}
+    }
+
+
+def _run_study(
+    spec: SearchSpec,
+    name: str,
+    split: str,
+    resume: bool,
+    tracker: MlflowTracker,
+    search_run_id: str | None,
+    optuna_storage: str,
+    settings: dict[str, Any],
+) -> StudyResult:
+    base = study_base(spec, split)
+    prepared = prepare(base, progress=True)
+    described = prepared.describe()
+    study = StudyInfo(
+        search_name=name,
+        split=split,
+        dataset=prepared.dataset_name,
+        class_names=tuple(prepared.class_names),
+        training_classes=tuple(described["training_classes"]),
+        validation_classes=tuple(described["validation_classes"]),
+        unseen_classes=tuple(described["unseen_classes"]),
+        objective=spec.objective.metric,
+        mode=spec.objective.mode,
+        base_config=base.to_dict(),
+        optuna_storage=optuna_storage,
+        output_dir=str(spec.resolved_output_dir() / name / split),
+        settings=settings,
+    )
+    study_run_id = tracker.start_study(study, search_run_id)
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, base=base.to_dict(), prepared=prepared), resources
+    )
+    experiment_path = f"{spec.resolved_storage_path()}/{name}/{split}"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table below
+    # num_to_keep forces an experiment snapshot whenever a trial has checkpointed twice (so the
+    # state never points at a deleted checkpoint); with short epochs Tune warns about each one.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    bohb = spec.scheduler.name == "hyperband_bohb"
+    pending = spec.pending_trials or (spec.max_concurrent_trials if bohb else None)
+    if pending is not None:
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(pending)
+    if resume and tune.Tuner.can_restore(experiment_path):
+        tuner = tune.Tuner.restore(
+            experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=_tune_config(spec, base, study.study_name, optuna_storage),
+            run_config=tune.RunConfig(
+                name=split,
+                storage_path=f"{spec.resolved_storage_path()}/{name}",
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[TrackingCallback(tracker, study, study_run_id)],
+                progress_reporter=tune.CLIReporter(
+                    metric_columns=["epoch", "train/loss", spec.objective.metric],
+                    parameter_columns=[p for p in TABLE_PARAMETERS if p in spec.space.searched()],
+                    metric=spec.objective.metric,
+                    mode=spec.objective.mode,
+                    sort_by_metric=True,
+                    max_report_frequency=15,
+                ),
+                verbose=1,
+            ),
+        )
+    tuner.fit()
+    return _study_result(tracker, study, study_run_id)
+
+
+def _tune_config(
+    spec: SearchSpec, base: Config, study_name: str, optuna_storage: str
+) -> tune.TuneConfig:
+    searcher = NeuronOptunaSearch(
+        space=functools.partial(suggest, ranges=spec.space, base=base),
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+        seed=spec.seed,
+        study_name=study_name,
+        storage=optuna.storages.RDBStorage(optuna_storage),
+    )
+    bohb = spec.scheduler.name == "hyperband_bohb"
+    return tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=make_scheduler(spec, max_epochs(spec.space, base)),
+        num_samples=spec.num_trials,
+        max_concurrent_trials=None if bohb else spec.max_concurrent_trials,
+        reuse_actors=True,
+        time_budget_s=spec.time_budget_s,
+        trial_dirname_creator=trial_dirname,
+    )
+
+
+def _study_result(tracker: MlflowTracker, study: StudyInfo, study_run_id: str) -> StudyResult:
+    run = tracker.client.get_run(study_run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    output = Path(study.output_dir)
+    best_config = output / "best_config.yaml"
+    return StudyResult(
+        split=study.split,
+        study_run_id=study_run_id,
+        best_trial_id=tags.get("neuron.best_trial_id"),
+        best_objective=metrics.get("best/objective"),
+        best_config_path=best_config if best_config.is_file() else None,
+        results_path=output / "results.csv",
+        counts={
+            k: int(tags.get(f"neuron.trials_{k}", 0))
+            for k in ("completed", "stopped_early", "failed")
+        },
+    )
+
+
+def _summarise_search(
+    tracker: MlflowTracker, search_run_id: str, studies: tuple[StudyResult, ...], objective: str
+) -> None:
+    """The top parent of a multi-split search: one row per split, side by side."""
+    rows = [
+        {
+            "split": s.split,
+            "best_trial_id": s.best_trial_id,
+            objective: s.best_objective,
+            "best_config": str(s.best_config_path),
+            "study_run_id": s.study_run_id,
+        }
+        | s.counts
+        for s in studies
+    ]
+    tracker.client.log_text(search_run_id, json.dumps(rows, indent=2), "splits.json")
+    tracker.log(
+        search_run_id,
+        tags=flatten(
+            {s.split: {"best_trial_id": str(s.best_trial_id)} for s in studies}, "neuron.best."
+        ),
+    )
+    tracker.finish(search_run_id, "FINISHED")

@@ -1,0 +1,322 @@
+"""The search spec: what to search, on which splits, for which objective, with what resources.
+
+A YAML file (see `search/specs/`) loaded into frozen dataclasses with the same machinery as the
+model config (`neuron.config`: unknown keys suggest the nearest key, dotted overrides such as
+`num_trials=4` or `space.lr.low=0.01`). Everything is validated in `__post_init__`, including the
+base config of every split and every corner of the search space, so a bad spec fails before Ray
+starts. In the `space` section a bare value fixes a parameter (`epochs: 4` is `epochs: {fixed:
+4}`) and `null` leaves it out (the base config's value is kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from neuron.config import (
+    Config,
+    ConfigError,
+    _merge,
+    _set_dotted,
+    from_dict,
+    load_config,
+    parse_override,
+    read_yaml,
+    to_plain,
+)
+from neuron.splits import PUBLISHED_SPLITS
+from search.space import SpaceRanges, check_space, max_epochs
+
+SCHEDULERS = ("asha", "none", "hyperband_bohb")
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """The Neuron config every trial starts from."""
+
+    config: str = "default"
+    """A shipped config name (`tiny`, `quick`, `default`) or a YAML path (relative paths are read
+    next to the spec file first)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted overrides applied to every trial, e.g. `{train.epochs: 4}`."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(
+                f"base.overrides={self.overrides!r}: expected a mapping of dotted keys, e.g. "
+                "{train.epochs: 4}"
+            )
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """The metric Optuna optimises and the schedulers compare: always a validation metric on the
+    pseudo-unseen classes, never a test metric."""
+
+    metric: str = "val/gzsl_h"
+    """A `val/...` key reported by `fit` each epoch (e.g. `val/gzsl_h`, `val/zsl_top1`)."""
+    mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        if self.metric.startswith("test/"):
+            raise ConfigError(
+                f"objective.metric={self.metric!r}: test metrics (unseen test classes) must never "
+                "select hyperparameters; use a validation metric such as val/gzsl_h or val/zsl_top1"
+            )
+        if not self.metric.startswith("val/"):
+            raise ConfigError(
+                f"objective.metric={self.metric!r}: must be a validation metric on the "
+                "pseudo-unseen classes (a key starting with val/, e.g. val/gzsl_h)"
+            )
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """Logical resources reserved for each trial."""
+
+    cpu: float = 1.0
+    """CPUs per trial; torch runs max(1, floor(cpu)) threads."""
+    gpu: float = 0.0
+    """GPUs per trial; fractions (0.25) share one GPU between trials."""
+
+    def __post_init__(self) -> None:
+        if self.cpu <= 0:
+            raise ConfigError(f"resources.cpu={self.cpu}: must be > 0")
+        if self.gpu < 0 or (self.gpu > 1 and not float(self.gpu).is_integer()):
+            raise ConfigError(
+                f"resources.gpu={self.gpu}: must be >= 0, a fraction below 1 or a whole number"
+            )
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """Early stopping of unpromising trials; the fidelity is the epoch."""
+
+    name: Literal["asha", "none", "hyperband_bohb"] = "asha"
+    """`asha` (ASHAScheduler), `none` (run every trial to the end) or `hyperband_bohb`
+    (HyperBandForBOHB, with Optuna TPE as the model instead of TuneBOHB)."""
+    grace_period: int = 1
+    """ASHA: epochs every trial runs before it can be stopped."""
+    reduction_factor: float = 2.0
+    """ASHA / HyperBand: keep 1 / reduction_factor of the trials at each rung."""
+
+    def __post_init__(self) -> None:
+        if self.grace_period < 1:
+            raise ConfigError(f"scheduler.grace_period={self.grace_period}: must be >= 1 epoch")
+        if self.reduction_factor < 2:
+            raise ConfigError(f"scheduler.reduction_factor={self.reduction_factor}: must be >= 2")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A hyperparameter search over Neuron: one Optuna study (and one Tune run) per split."""
+
+    base: BaseSpec = field(default_factory=BaseSpec)
+    splits: tuple[str, ...] = ()
+    """Split names, one study each (e.g. [ntu60_55_5, ntu60_48_12]); empty: the base config's."""
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    num_trials: int = 8
+    """Trials per study."""
+    max_concurrent_trials: int = 2
+    """Trials running at once (Tune runs one at a time with a searcher unless this is set)."""
+    pending_trials: int | None = None
+    """Trials waiting for resources at once (`TUNE_MAX_PENDING_TRIALS_PG`); raise it on an
+    autoscaling cluster so pending trials ask for new nodes. Default: max_concurrent_trials."""
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    seed: int = 0
+    """Seed of the TPE sampler (a study with the same seed proposes the same first points)."""
+    output_dir: str = "runs/search"
+    """Driver-side outputs: `<output_dir>/<name>/` (Optuna DB, best configs, results tables) and
+    the default MLflow store."""
+    storage_path: str | None = None
+    """Tune's storage (checkpoints, experiment state): a local dir, NFS path or `s3://...`;
+    every node must reach it. Default: output_dir."""
+    tracking_uri: str | None = None
+    """MLflow store: `sqlite:///path.db` or `http://host:port`. Default:
+    `sqlite:///<output_dir>/mlflow.db`."""
+    experiment: str = "neuron-search"
+    """MLflow experiment that receives the runs."""
+    time_budget_s: float | None = None
+    """Stop each study after this many seconds (running trials are recorded as stopped early)."""
+    max_failures: int = 2
+    """Retries of a trial after a worker/node failure (it resumes from its last checkpoint)."""
+    address: str | None = None
+    """Ray cluster address (`auto`, `ray://...`, `host:6379`); default: $RAY_ADDRESS, else a new
+    local Ray instance."""
+    space: SpaceRanges = field(default_factory=SpaceRanges)
+
+    def __post_init__(self) -> None:
+        for name in ("num_trials", "max_concurrent_trials"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.pending_trials is not None and self.pending_trials < 1:
+            raise ConfigError(f"pending_trials={self.pending_trials}: must be >= 1 (or null)")
+        if self.max_failures < 0:
+            raise ConfigError(f"max_failures={self.max_failures}: must be >= 0")
+        if self.time_budget_s is not None and not (
+            self.time_budget_s > 0 and math.isfinite(self.time_budget_s)
+        ):
+            raise ConfigError(f"time_budget_s={self.time_budget_s}: must be > 0 seconds (or null)")
+        if not self.experiment.strip():
+            raise ConfigError("experiment: empty; name the MLflow experiment, e.g. neuron-search")
+        if len(set(self.splits)) != len(self.splits):
+            raise ConfigError(f"splits={list(self.splits)}: lists a split twice")
+        if self.tracking_uri is not None:
+            check_tracking_uri_form(self.tracking_uri, "tracking_uri")
+        for split in self.split_names:
+            if split != "custom" and split not in PUBLISHED_SPLITS:
+                close = difflib.get_close_matches(split, list(PUBLISHED_SPLITS), n=1, cutoff=0.5)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(
+                    f"splits: {split!r} is not a published split; {hint}valid: custom, "
+                    + ", ".join(PUBLISHED_SPLITS)
+                )
+            config = self.base_config(split)
+            check_space(self.space, config)
+            epochs = max_epochs(self.space, config)
+            if self.scheduler.name != "none" and self.scheduler.grace_period > epochs:
+                raise ConfigError(
+                    f"scheduler.grace_period={self.scheduler.grace_period}: longer than the "
+                    f"trials ({epochs} epochs); use grace_period <= {epochs}"
+                )
+
+    def base_config(self, split: str | None = None) -> Config:
+        """The base Config (for `split`), validated."""
+        try:
+            config = load_config(self.base.config, self.base.overrides)
+        except ConfigError as error:
+            raise ConfigError(f"base: {error}") from error
+        if split is None or split == config.data.split:
+            return config
+        try:
+            return config.replace({"data.split": split})
+        except ConfigError as error:
+            raise ConfigError(f"splits: {split!r} does not fit the base config: {error}") from error
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The studies' splits: `splits`, or the base config's split."""
+        if self.splits:
+            return self.splits
+        return (self.base_config().data.split,)
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir).expanduser().resolve()
+
+    def resolved_storage_path(self) -> str:
+        """Tune's storage path: a URI as given, or an absolute local path."""
+        if self.storage_path is None:
+            return str(self.resolved_output_dir())
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.storage_path):
+            return self.storage_path
+        return str(Path(self.storage_path).expanduser().resolve())
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri is not None:
+            return self.tracking_uri
+        return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
+
+    def with_overrides(self, overrides: dict[str, Any]) -> SearchSpec:
+        """A new spec with dotted overrides (`num_trials`, `space.lr.low`, ...) applied."""
+        plain = to_plain(self)
+        _apply_overrides(plain, overrides, source="override")
+        return from_dict(SearchSpec, plain, source="")
+
+
+def check_tracking_uri_form(uri: str, where: str) -> None:
+    """Reject tracking URIs MLflow 3 cannot use for this search (file stores, bare paths)."""
+    if uri.startswith("file:") or "://" not in uri:
+        raise ConfigError(
+            f"{where}={uri!r}: MLflow 3 refuses file stores; use a SQLite file "
+            f"(sqlite:///{Path(uri.removeprefix('file://').removeprefix('file:') or 'runs').resolve()}/mlflow.db) "
+            "or a tracking server (http://host:5000)"
+        )
+
+
+def _normalise_space(plain: dict[str, Any]) -> None:
+    """`space.epochs: 4` → `{fixed: 4}` (a bare value fixes a parameter), and every given range
+    completed with its defaults so any of its keys can be overridden (`space.lr.log=false`)."""
+    space = plain.get("space")
+    if not isinstance(space, dict):
+        return
+    for name, value in space.items():
+        if value is not None and not isinstance(value, dict):
+            value = {"fixed": value}
+        if isinstance(value, dict) and name in _RANGE_FIELDS:
+            value = _empty_range(name) | value
+        space[name] = value
+
+
+_RANGE_FIELDS = typing.get_type_hints(SpaceRanges)
+
+
+def _empty_range(name: str) -> dict[str, Any]:
+    """The plain form of parameter `name`'s range type with nothing set."""
+    range_class = next(a for a in typing.get_args(_RANGE_FIELDS[name]) if a is not type(None))
+    return to_plain(range_class())
+
+
+def _apply_overrides(plain: dict[str, Any], overrides: dict[str, Any], source: str) -> None:
+    for key, value in overrides.items():
+        if key.startswith("base.overrides."):
+            # The base overrides are themselves dotted: `base.overrides.train.epochs=4`.
+            plain["base"]["overrides"][key.removeprefix("base.overrides.")] = value
+            continue
+        parts = key.split(".")
+        space = plain.get("space")
+        if (
+            parts[0] == "space"
+            and len(parts) > 2
+            and isinstance(space, dict)
+            and parts[1] in _RANGE_FIELDS
+            and space.get(parts[1]) is None
+        ):
+            # Give a left-out parameter a range: `space.epochs.low=2 space.epochs.high=6`.
+            space[parts[1]] = _empty_range(parts[1])
+        _set_dotted(plain, key, value, source=source)
+        _normalise_space(plain)
+
+
+def _spec_defaults() -> dict[str, Any]:
+    """The plain defaults of every SearchSpec field (without validating a default spec)."""
+    defaults = {}
+    for f in dataclasses.fields(SearchSpec):
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        defaults[f.name] = to_plain(value)
+    return defaults
+
+
+def load_search_spec(
+    path: str | Path, overrides: list[str] | dict[str, Any] | None = None
+) -> SearchSpec:
+    """Read a spec YAML, apply dotted overrides and validate everything (ConfigError if not)."""
+    path = Path(path)
+    loaded = read_yaml(path)
+    _normalise_space(loaded)
+    base = loaded.get("base")
+    if isinstance(base, dict) and isinstance(base.get("config"), str):
+        beside = path.parent / base["config"]
+        base["config"] = str(beside.resolve()) if beside.is_file() else base["config"]
+    plain = _merge(_spec_defaults(), loaded)
+    if isinstance(loaded.get("space"), dict):
+        # A parameter the file gives a range replaces the default range entirely (no stale
+        # `choices` or `low` merged in from the defaults).
+        plain["space"] = {**_spec_defaults()["space"], **loaded["space"]}
+    items = (
+        overrides.items()
+        if isinstance(overrides, dict)
+        else (parse_override(o) for o in overrides or [])
+    )
+    try:
+        _apply_overrides(plain, dict(items), source="override")
+        spec = from_dict(SearchSpec, plain, source="")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
+    return spec

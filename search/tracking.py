@@ -1,0 +1,669 @@
+"""Our thin MLflow layer: a Ray Tune `Callback` that runs in the driver (the only writer).
+
+Ray's `MLflowLoggerCallback` makes flat runs and Optuna's `MLflowCallback` never fires under Ray,
+so this module writes the structure itself with `MlflowClient`:
+
+    search run (only with several splits)     tags neuron.role=search
+      └─ study run, one per split               tags neuron.role=study, summary artifacts
+           └─ trial run, one per Tune trial     tags neuron.role=trial, neuron.trial_id
+
+Runs are found again by tags (`neuron.search`, `neuron.role`, `neuron.split`,
+`neuron.trial_id`), so a restored search re-attaches to the same runs instead of creating new
+ones, and every child still RUNNING when a study ends is terminated with its real status. Each
+Tune result is one `log_batch` request (step = epoch); params are the flattened resolved config
+(`model.spatial_prototypes`, ...) plus the Optuna parameters (`search.lr`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.result import AUTO_RESULT_KEYS
+
+import neuron
+from neuron.atomic import write_text_atomic
+from neuron.config import ConfigError, config_from_plain, dump_yaml
+
+PARENT_RUN_ID = "mlflow.parentRunId"
+TAG_SEARCH = "neuron.search"
+TAG_ROLE = "neuron.role"
+TAG_SPLIT = "neuron.split"
+TAG_STUDY = "neuron.study"
+TAG_TRIAL = "neuron.trial_id"
+TAG_STATUS = "neuron.status"
+TAG_EPOCHS = "neuron.epochs_reached"
+BATCH = 100
+"""MLflow's limit of params or tags per log_batch request."""
+
+
+class TrackingError(ValueError):
+    """The MLflow tracking store cannot be used; the message says why and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Checks before launching
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial starts, when the tracking store cannot be written."""
+    from search.spec import check_tracking_uri_form
+
+    try:
+        check_tracking_uri_form(uri, "tracking URI")
+    except ConfigError as error:
+        raise TrackingError(str(error)) from error
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if str(path) in ("", ":memory:"):
+            raise TrackingError(
+                f"tracking URI {uri!r}: an in-memory store is lost when the search ends; use sqlite:///<path>/mlflow.db"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrackingError(
+                f"tracking URI {uri!r}: cannot create the folder {path.parent} ({error.strerror}); "
+                "choose a writable location, e.g. sqlite:///runs/search/mlflow.db"
+            ) from error
+        target = path if path.exists() else path.parent
+        if not os.access(target, os.W_OK):
+            raise TrackingError(
+                f"tracking URI {uri!r}: {target} is not writable; fix its permissions or choose "
+                "another path, e.g. sqlite:///runs/search/mlflow.db"
+            )
+    elif scheme in ("http", "https"):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout_s) as response:
+                answer = response.read(64).decode(errors="replace").strip()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TrackingError(
+                f"tracking URI {uri!r}: no MLflow server answers at {health} ({reason}); start one "
+                "(mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri "
+                "sqlite:///mlflow.db --workers 1) or pass the right --tracking-uri"
+            ) from error
+        if answer.upper() != "OK":
+            raise TrackingError(
+                f"tracking URI {uri!r}: {health} answered {answer!r}, not OK; is it an MLflow server?"
+            )
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:
+        raise TrackingError(
+            f"tracking URI {uri!r}: MLflow cannot use this store: {error}"
+        ) from error
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The commit of the git checkout holding `path` (this package by default), if any."""
+    folder = path or Path(__file__).resolve().parent
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if completed.returncode != 0:
+        return None
+    return completed.stdout.strip() or None
+
+
+# --------------------------------------------------------------------------------------------
+# What a study is
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyInfo:
+    """Everything the tracking layer records about one study (one split of a search)."""
+
+    search_name: str
+    split: str
+    dataset: str
+    class_names: tuple[str, ...]
+    training_classes: tuple[int, ...]
+    validation_classes: tuple[int, ...]
+    unseen_classes: tuple[int, ...]
+    objective: str
+    mode: str
+    base_config: dict[str, Any]
+    """The study's base config (plain); a trial's config is it plus the trial's overrides."""
+    optuna_storage: str
+    output_dir: str
+    """Local folder for the study's summary files (best config, results tables, plots)."""
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Search settings logged as params of the study run (num_trials, scheduler, ...)."""
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.search_name}/{self.split}"
+
+    def trial_config_yaml(self, overrides: dict[str, Any]) -> str:
+        return dump_yaml(config_from_plain(self.base_config).replace(overrides))
+
+    def class_tags(self) -> dict[str, str]:
+        names = self.class_names
+
+        def named(ids: tuple[int, ...]) -> str:
+            return json.dumps([names[i] for i in ids])
+
+        return {
+            "neuron.dataset": self.dataset,
+            TAG_SPLIT: self.split,
+            "neuron.seen_classes": json.dumps(
+                list(self.training_classes + self.validation_classes)
+            ),
+            "neuron.training_classes": json.dumps(list(self.training_classes)),
+            "neuron.validation_classes": json.dumps(list(self.validation_classes)),
+            "neuron.unseen_classes": json.dumps(list(self.unseen_classes)),
+            "neuron.seen_class_names": named(self.training_classes + self.validation_classes),
+            "neuron.unseen_class_names": named(self.unseen_classes),
+            "neuron.validation_class_names": named(self.validation_classes),
+        }
+
+
+def flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → {"model.spatial_prototypes": "80", ...} (lists as JSON)."""
+    flat: dict[str, str] = {}
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = (
+                json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+            )
+    return flat
+
+
+def trial_status(result: dict[str, Any] | None) -> tuple[str, int]:
+    """("completed" | "stopped early at epoch k", epochs reached) from a trial's last result:
+    `fit` puts the final test evaluation (`best_epoch`) on its last report only."""
+    result = result or {}
+    epoch = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+    if "best_epoch" in result:
+        return "completed", epoch
+    return f"stopped early at epoch {epoch}", epoch
+
+
+def error_reason(error_text: str) -> str:
+    """The innermost exception line of a trial's error text, without the module path, e.g.
+    `DivergenceError: epoch 2: the stage-2 loss is nan ...`."""
+    lines = [line.strip() for line in error_text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        name, _, message = line.partition(":")
+        short = name.rsplit(".", 1)[-1]
+        if message and " " not in name and short.endswith(("Error", "Exception")):
+            return f"{short}:{message}"[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+# --------------------------------------------------------------------------------------------
+# The MLflow writer
+
+
+class MlflowTracker:
+    """Creates and finds the search/study/trial runs. Picklable (the client is made lazily)."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self._client: mlflow.MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_client": None}
+
+    @property
+    def client(self) -> mlflow.MlflowClient:
+        if self._client is None:
+            self._client = mlflow.MlflowClient(self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=self._artifact_location()
+                )
+            else:
+                self._experiment_id = found.experiment_id
+        return self._experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """Beside a SQLite store (MLflow would use ./mlruns of the current folder); a tracking
+        server chooses its own."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            return (
+                Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+            ).as_uri()
+        return None
+
+    def find_run(self, tags: dict[str, str]) -> mlflow.entities.Run | None:
+        """The oldest active run carrying all `tags`."""
+        query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=query,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def children(self, parent_run_id: str) -> list[mlflow.entities.Run]:
+        runs: list[mlflow.entities.Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT_RUN_ID}` = '{parent_run_id}'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def ensure_run(
+        self, key_tags: dict[str, str], name: str, parent_run_id: str | None, tags: dict[str, str]
+    ) -> tuple[str, bool]:
+        """(run id, created): the run carrying `key_tags`, re-opened, or a new one."""
+        found = self.find_run(key_tags)
+        if found is not None:
+            if found.info.status != "RUNNING":
+                self.client.update_run(found.info.run_id, status="RUNNING")
+            return found.info.run_id, False
+        all_tags = dict(key_tags) | tags
+        if parent_run_id is not None:
+            all_tags[PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        return run.info.run_id, True
+
+    def log(
+        self,
+        run_id: str,
+        metrics: list[Metric] = (),
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """One log_batch request (more only past MLflow's 100 params/tags per request)."""
+        param_list = [Param(k, v[:6000]) for k, v in (params or {}).items()]
+        tag_list = [RunTag(k, v[:8000]) for k, v in (tags or {}).items()]
+        metric_list = list(metrics)
+        while True:
+            self.client.log_batch(
+                run_id, metrics=metric_list[:1000], params=param_list[:BATCH], tags=tag_list[:BATCH]
+            )
+            metric_list, param_list, tag_list = (
+                metric_list[1000:],
+                param_list[BATCH:],
+                tag_list[BATCH:],
+            )
+            if not (metric_list or param_list or tag_list):
+                return
+
+    def provenance_tags(self) -> dict[str, str]:
+        tags = {"neuron.version": neuron.__version__}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        return tags
+
+    def start_search(self, name: str, splits: tuple[str, ...], settings: dict[str, Any]) -> str:
+        """The top parent of a multi-split search."""
+        run_id, created = self.ensure_run(
+            {TAG_SEARCH: name, TAG_ROLE: "search"},
+            name,
+            None,
+            self.provenance_tags() | {"neuron.splits": json.dumps(list(splits))},
+        )
+        if created:
+            self.log(run_id, params=flatten(settings, "search."))
+        return run_id
+
+    def start_study(self, study: StudyInfo, parent_run_id: str | None) -> str:
+        """The parent run of one study (one split)."""
+        run_id, created = self.ensure_run(
+            {TAG_SEARCH: study.search_name, TAG_ROLE: "study", TAG_SPLIT: study.split},
+            study.study_name,
+            parent_run_id,
+            self.provenance_tags()
+            | study.class_tags()
+            | {
+                TAG_STUDY: study.study_name,
+                "neuron.objective": f"{study.mode} {study.objective}",
+                "neuron.optuna_storage": study.optuna_storage,
+            },
+        )
+        if created:
+            self.log(
+                run_id,
+                params=flatten(study.settings, "search.") | flatten(study.base_config, "base."),
+            )
+            self.client.log_text(
+                run_id, dump_yaml(config_from_plain(study.base_config)), "base_config.yaml"
+            )
+        return run_id
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+# --------------------------------------------------------------------------------------------
+# The Tune callback
+
+
+def _metrics_of(result: dict[str, Any], step: int) -> list[Metric]:
+    timestamp = int(float(result.get("timestamp", time.time())) * 1000)
+    return [
+        Metric(key, float(value), timestamp, step)
+        for key, value in result.items()
+        if key not in AUTO_RESULT_KEYS
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ]
+
+
+class TrackingCallback(Callback):
+    """Records one study in MLflow from the Tune driver: a child run per trial, one log_batch per
+    result, statuses at the end, and the study summary on the parent run."""
+
+    def __init__(self, tracker: MlflowTracker, study: StudyInfo, study_run_id: str) -> None:
+        self.tracker = tracker
+        self.study = study
+        self.study_run_id = study_run_id
+        self._runs: dict[str, str] = {}
+        self._logged_steps: dict[str, set[int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_runs": {}, "_logged_steps": {}}
+
+    # One child run per trial, found again by its trial id after a restart.
+    def run_id(self, trial: Trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        overrides = dict(trial.config.get("overrides", {}))
+        run_id, created = self.tracker.ensure_run(
+            {TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.trial_id},
+            f"{self.study.split}/{trial.trial_id}",
+            self.study_run_id,
+            {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
+            | self.tracker.provenance_tags()
+            | self.study.class_tags(),
+        )
+        config_yaml = self.study.trial_config_yaml(overrides)
+        # Params are re-logged on re-attach too: same values, so MLflow accepts them, and a
+        # driver killed between create_run and the params leaves no run without params.
+        search_params = {f"search.{k}": str(v) for k, v in trial.config.items() if k != "overrides"}
+        self.tracker.log(
+            run_id,
+            params=flatten(yaml.safe_load(config_yaml)) | search_params,
+            tags=None if created else {TAG_STATUS: "running"},
+        )
+        if created:
+            self.tracker.client.log_text(run_id, config_yaml, "config.yaml")
+            self._logged_steps[trial.trial_id] = set()
+        else:
+            history = self.tracker.client.get_metric_history(run_id, "epoch")
+            self._logged_steps[trial.trial_id] = {m.step for m in history}
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self.run_id(trial)
+
+    def on_trial_restore(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self.tracker.log(self.run_id(trial), tags={TAG_STATUS: "running"})
+
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self.tracker.log(
+            self.run_id(trial),
+            tags={
+                TAG_STATUS: "running",
+                "neuron.recoveries": str(trial.num_failures),
+                "neuron.last_recovered_error": error_reason(trial.get_error() or ""),
+            },
+        )
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
+        run_id = self.run_id(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step in self._logged_steps[trial.trial_id]:
+            return  # replayed after a restore: this epoch is already recorded
+        self._logged_steps[trial.trial_id].add(step)
+        self.tracker.log(run_id, metrics=_metrics_of(result, step))
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self.finish_trial(trial, trial_status(trial.last_result)[0], "FINISHED")
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self.finish_trial(trial, f"failed: {error_reason(trial.get_error() or '')}", "FAILED")
+
+    def finish_trial(self, trial: Trial, status: str, mlflow_status: str) -> None:
+        """Status tag, fidelity reached and objective, then terminate the trial's run."""
+        run_id = self.run_id(trial)
+        result = trial.last_result or {}
+        _, epochs = trial_status(result)
+        # A completed trial's objective is the one at the epoch fit selected; a stopped one's
+        # is the best it reached.
+        objective = result.get(f"selected/{self.study.objective}")
+        if objective is None:
+            objective = self._best_objective(run_id)
+        now = int(time.time() * 1000)
+        metrics = [Metric("fidelity/epochs", float(epochs), now, epochs)]
+        if objective is not None:
+            metrics.append(Metric("objective", float(objective), now, epochs))
+        self.tracker.log(
+            run_id, metrics=metrics, tags={TAG_STATUS: status, TAG_EPOCHS: str(epochs)}
+        )
+        self.tracker.finish(run_id, mlflow_status)
+
+    def _best_objective(self, run_id: str) -> float | None:
+        """The best per-epoch value of the objective (the value at the epoch `fit` selects)."""
+        values = [
+            m.value
+            for m in self.tracker.client.get_metric_history(run_id, self.study.objective)
+            if not math.isnan(m.value)
+        ]
+        if not values:
+            return None
+        return max(values) if self.study.mode == "max" else min(values)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.close_study(trials)
+
+    # The end of a study: no RUNNING child left, summary artifacts on the parent.
+    def close_study(self, trials: list[Trial]) -> None:
+        by_id = {trial.trial_id: trial for trial in trials}
+        for run in self.tracker.children(self.study_run_id):
+            if run.info.status != "RUNNING":
+                continue
+            trial = by_id.get(run.data.tags.get(TAG_TRIAL, ""))
+            if trial is None:
+                self.tracker.log(
+                    run.info.run_id, tags={TAG_STATUS: "lost: not in the restored Tune run"}
+                )
+                self.tracker.finish(run.info.run_id, "KILLED")
+            elif trial.status == Trial.ERROR:
+                self.on_trial_error(0, trials, trial)
+            else:
+                status = trial_status(trial.last_result)[0]
+                if status != "completed" and trial.status != Trial.TERMINATED:
+                    status += " (the study ended: time budget or interrupted)"
+                self.finish_trial(trial, status, "FINISHED")
+        summarise_study(self.tracker, self.study, self.study_run_id, trials)
+
+
+# --------------------------------------------------------------------------------------------
+# The study summary
+
+
+def results_table(tracker: MlflowTracker, study_run_id: str) -> pd.DataFrame:
+    """One row per trial run: ids, status, fidelity, objective, search params, final metrics."""
+    rows = []
+    for run in tracker.children(study_run_id):
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        row: dict[str, Any] = {
+            "trial_id": tags.get(TAG_TRIAL),
+            "run_id": run.info.run_id,
+            "status": tags.get(TAG_STATUS),
+            "epochs_reached": int(tags.get(TAG_EPOCHS, metrics.get("epoch", 0)) or 0),
+            "objective": metrics.get("objective", math.nan),
+        }
+        row |= {k: _number(v) for k, v in sorted(params.items()) if k.startswith("search.")}
+        row |= {
+            k: v
+            for k, v in sorted(metrics.items())
+            if k.startswith(("selected/", "test/", "chance/")) or k == "best_epoch"
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
+
+
+def best_row(table: pd.DataFrame, mode: str) -> pd.Series | None:
+    """The best completed trial by objective (trials stopped early only when none completed)."""
+    if table.empty:
+        return None
+    candidates = table[table["status"] == "completed"].dropna(subset=["objective"])
+    if candidates.empty:
+        candidates = table[~table["status"].astype(str).str.startswith("failed")].dropna(
+            subset=["objective"]
+        )
+    if candidates.empty:
+        return None
+    index = candidates["objective"].idxmax() if mode == "max" else candidates["objective"].idxmin()
+    return candidates.loc[index]
+
+
+def optuna_plots(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's optimisation history, parameter importances (≥ 2 completed trials whose values
+    differ) and parallel coordinates as plotly figures."""
+    from optuna import visualization
+
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    figures = {}
+    if completed:
+        figures["optimization_history"] = visualization.plot_optimization_history(study)
+        figures["parallel_coordinate"] = visualization.plot_parallel_coordinate(study)
+    if len(completed) >= 2 and len({t.value for t in completed}) > 1 and completed[0].params:
+        figures["param_importances"] = visualization.plot_param_importances(study)
+    return figures
+
+
+def summarise_study(
+    tracker: MlflowTracker, study: StudyInfo, study_run_id: str, trials: list[Trial]
+) -> None:
+    """Best trial + its ready-to-use config, results table (CSV, Parquet) and Optuna plots, on
+    the study run and in `study.output_dir`; then the study run is FINISHED."""
+    output = Path(study.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    table = results_table(tracker, study_run_id)
+    table.to_csv(output / "results.csv", index=False)
+    table.to_parquet(output / "results.parquet", index=False)
+    tracker.client.log_artifact(study_run_id, str(output / "results.csv"))
+    tracker.client.log_artifact(study_run_id, str(output / "results.parquet"))
+    counts = {
+        "completed": int((table["status"] == "completed").sum()) if not table.empty else 0,
+        "stopped_early": int(table["status"].str.startswith("stopped").sum())
+        if not table.empty
+        else 0,
+        "failed": int(table["status"].str.startswith("failed").sum()) if not table.empty else 0,
+    }
+    tags = {f"neuron.trials_{k}": str(v) for k, v in counts.items()}
+    metrics = []
+    best = best_row(table, study.mode)
+    if best is not None:
+        trial = next((t for t in trials if t.trial_id == best["trial_id"]), None)
+        overrides = dict(trial.config.get("overrides", {})) if trial is not None else None
+        config_yaml = (
+            study.trial_config_yaml(overrides)
+            if overrides is not None
+            else tracker.client.download_artifacts(
+                best["run_id"], "config.yaml", tempfile.mkdtemp()
+            )
+        )
+        if overrides is None:
+            config_yaml = Path(config_yaml).read_text()
+        header = (
+            f"# Best trial {best['trial_id']} of search study {study.study_name}: "
+            f"{study.objective} = {best['objective']:.4f} (MLflow run {best['run_id']}).\n"
+            f"# Train it with: neuron train {output / 'best_config.yaml'}\n"
+        )
+        write_text_atomic(output / "best_config.yaml", header + config_yaml)
+        tracker.client.log_artifact(study_run_id, str(output / "best_config.yaml"))
+        tags |= {
+            "neuron.best_trial_id": str(best["trial_id"]),
+            "neuron.best_run_id": str(best["run_id"]),
+        }
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"best/{k}", float(v), now, 0)
+            for k, v in best.items()
+            if k == "objective" or (isinstance(k, str) and k.startswith(("test/", "selected/")))
+            if isinstance(v, (int, float)) and not math.isnan(float(v))
+        ]
+    try:
+        optuna_study = optuna.load_study(study_name=study.study_name, storage=study.optuna_storage)
+    except KeyError:
+        optuna_study = None
+    if optuna_study is not None:
+        _fail_orphaned_optuna_trials(optuna_study)
+        plots = output / "plots"
+        plots.mkdir(exist_ok=True)
+        for name, figure in optuna_plots(optuna_study).items():
+            figure.write_html(str(plots / f"{name}.html"), include_plotlyjs="cdn")
+            tracker.client.log_artifact(study_run_id, str(plots / f"{name}.html"), "plots")
+    tracker.log(study_run_id, metrics=metrics, tags=tags)
+    tracker.finish(study_run_id, "FINISHED")
+
+
+def _fail_orphaned_optuna_trials(study: optuna.Study) -> None:
+    """Optuna trials asked just before the driver died (after Tune's last experiment checkpoint)
+    never reach Tune again; mark them FAIL so no trial stays RUNNING once the study ends."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

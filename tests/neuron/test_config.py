@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from neuron.config import CONFIG_DIR, Config, ConfigError, config_from_plain, load_config
+
+SHIPPED = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_validates_and_round_trips(name: str) -> None:
+    config = load_config(None if name == "default" else name)
+    assert isinstance(config, Config)
+    assert config_from_plain(config.to_dict()) == config
+
+
+def test_default_yaml_is_complete() -> None:
+    # The shipped default spells out every field, so it equals the dataclass defaults.
+    assert load_config() == Config()
+
+
+def test_unknown_key_suggests_the_nearest_valid_key() -> None:
+    with pytest.raises(
+        ConfigError, match=r"model\.spatial_prototype.*did you mean 'spatial_prototypes'"
+    ):
+        load_config("tiny", ["model.spatial_prototype=3"])
+
+
+def test_dotted_overrides_are_parsed_as_yaml_values() -> None:
+    config = load_config(
+        "tiny", ["model.spatial_prototypes=12", "train.lr=0.5", "model.temporal_windows=[1,2,8]"]
+    )
+    assert config.model.spatial_prototypes == 12
+    assert config.train.lr == 0.5
+    assert config.model.temporal_windows == (1, 2, 8)
+
+
+def test_compression_that_drops_every_prototype_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"compression_per_step=3.*keep -1 prototypes.*<= 2"):
+        load_config("tiny", ["model.compression_per_step=3"])
+
+
+def test_a_window_longer_than_the_feature_map_is_rejected() -> None:
+    # tiny: window 16 with one stride → 8 feature frames.
+    with pytest.raises(ConfigError, match=r"temporal_windows=\[2, 4, 9\].*8 frames"):
+        load_config("tiny", ["model.temporal_windows=[2,4,9]"])
+
+
+def test_one_window_and_one_weight_per_step() -> None:
+    with pytest.raises(ConfigError, match="one window per step"):
+        load_config("tiny", ["model.steps=2"])
+    config = load_config(
+        "tiny",
+        ["model.steps=2", "model.temporal_windows=[4,8]", "model.step_loss_weights=[0.5,0.5]"],
+    )
+    assert config.model.steps == 2
+
+
+def test_type_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"train\.epochs='ten': expected an integer"):
+        load_config("tiny", ["train.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"model\.memory='none'.*'gated', 'replace'"):
+        load_config("tiny", ["model.memory=none"])
+
+
+def test_bad_yaml_file_is_named(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*train\.epochz.*'epochs'"):
+        load_config(path)
+
+
+def test_fingerprint_changes_with_the_section() -> None:
+    base = load_config("tiny")
+    changed = base.replace({"train.lr": 0.2})
+    assert base.fingerprint("model") == changed.fingerprint("model")
+    assert base.fingerprint("train") != changed.fingerprint("train")

@@ -1,0 +1,179 @@
+"""End to end on a local Ray instance: concurrent trials, ASHA, divergence, MLflow and Optuna."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import ray
+import yaml
+
+from search.runner import SearchSetupError, _spec_record, run_search
+from search.tracking import MlflowTracker
+from tests.search.helpers import tiny_spec
+
+OBJECTIVE = "val/gzsl_h"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One 2-CPU Ray instance for the module (run_search reuses an initialised Ray)."""
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def study_runs(store: str, name: str, split: str = "synthetic_default"):
+    tracker = MlflowTracker(store, "neuron-search")
+    study = tracker.find_run({"neuron.search": name, "neuron.role": "study", "neuron.split": split})
+    assert study is not None
+    return tracker, study, tracker.children(study.info.run_id)
+
+
+def cache_files(cache: Path) -> set[str]:
+    return {
+        str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"
+    }
+
+
+@pytest.mark.slow
+def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
+    local_ray, tmp_path, store, tiny_cache
+):
+    spec = tiny_spec(tmp_path, store, tiny_cache, "num_trials=8")
+    before = cache_files(tiny_cache)
+    result = run_search(spec, "asha")
+    assert cache_files(tiny_cache) == before  # trials read the driver's caches, never rebuild them
+
+    tracker, study, children = study_runs(store, "asha")
+    client = mlflow.MlflowClient(store)
+    assert study.info.status == "FINISHED" and "mlflow.parentRunId" not in study.data.tags
+    assert len(children) == 8
+    assert len({c.data.tags["neuron.trial_id"] for c in children}) == 8
+    assert all(c.data.tags["mlflow.parentRunId"] == study.info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+
+    # Really concurrent: some two trials ran at the same time.
+    spans = sorted((c.info.start_time, c.info.end_time) for c in children)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+    statuses = {c.data.tags["neuron.trial_id"]: c.data.tags["neuron.status"] for c in children}
+    stopped = [
+        c for c in children if c.data.tags["neuron.status"].startswith("stopped early at epoch")
+    ]
+    completed = [c for c in children if c.data.tags["neuron.status"] == "completed"]
+    assert stopped, statuses
+    assert completed, statuses
+    for child in children:
+        reached = int(child.data.tags["neuron.epochs_reached"])
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, OBJECTIVE)]
+        assert steps == list(range(1, reached + 1))  # one value per epoch, step = epoch
+        assert (
+            child.data.params["model.spatial_prototypes"]
+            == child.data.params["search.spatial_prototypes"]
+        )
+        assert float(child.data.params["train.lr"]) == pytest.approx(
+            float(child.data.params["search.lr"])
+        )
+        assert child.data.params["run.threads"] == "1"
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"config.yaml"}
+    for child in stopped:
+        assert int(child.data.tags["neuron.epochs_reached"]) < 4
+        assert not any(k.startswith("test/") for k in child.data.metrics)  # never evaluated on test
+    for child in completed:
+        assert child.data.tags["neuron.epochs_reached"] == "4"
+        assert {"test/zsl_top1", "test/gzsl_h", "test/gzsl_seen", "test/gzsl_unseen"} <= set(
+            child.data.metrics
+        )
+        assert child.data.metrics["objective"] == child.data.metrics[f"selected/{OBJECTIVE}"]
+
+    # The study summary.
+    artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
+    assert {"best_config.yaml", "results.csv", "results.parquet", "plots"} <= artifacts
+    assert "plots/optimization_history.html" in {
+        a.path for a in client.list_artifacts(study.info.run_id, "plots")
+    }
+    best = max(completed, key=lambda c: c.data.metrics["objective"])
+    assert study.data.tags["neuron.best_trial_id"] == best.data.tags["neuron.trial_id"]
+    (study_result,) = result.studies
+    assert (
+        study_result.best_config_path.is_file()
+        and study_result.best_trial_id == best.data.tags["neuron.trial_id"]
+    )
+    summary = result.summary()
+    assert f"mlflow ui --backend-store-uri {store} --port 5000" in summary
+    assert str(study_result.best_config_path) in summary
+
+    # Optuna saw stopped trials as PRUNED (with the fidelity) and completed ones with the
+    # selected epoch's objective; the study is persisted for optuna-dashboard and --resume.
+    optuna_study = optuna.load_study(
+        study_name="asha/synthetic_default", storage=result.optuna_storage
+    )
+    by_ray_id = {t.user_attrs["ray_trial_id"]: t for t in optuna_study.trials}
+    assert len(by_ray_id) == 8
+    for child in children:
+        ot_trial = by_ray_id[child.data.tags["neuron.trial_id"]]
+        assert ot_trial.user_attrs["epochs_reached"] == int(
+            child.data.tags["neuron.epochs_reached"]
+        )
+        if child in completed:
+            assert ot_trial.state == optuna.trial.TrialState.COMPLETE
+            assert ot_trial.value == pytest.approx(child.data.metrics["objective"])
+        else:
+            assert ot_trial.state == optuna.trial.TrialState.PRUNED
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
+    local_ray, tmp_path, store, tiny_cache
+):
+    # lr up to 1e12: the seeded random start of TPE proposes some trials whose loss becomes NaN.
+    spec = tiny_spec(
+        tmp_path,
+        store,
+        tiny_cache,
+        "num_trials=4",
+        "scheduler.name=none",
+        "space.lr.high=1000000000000.0",
+        "max_failures=0",
+    )
+    run_search(spec, "diverge")
+    _, study, children = study_runs(store, "diverge")
+    failed = [c for c in children if c.info.status == "FAILED"]
+    others = [c for c in children if c.info.status == "FINISHED"]
+    assert len(children) == 4 and failed and others
+    for child in failed:
+        assert child.data.tags["neuron.status"].startswith("failed: DivergenceError: "), (
+            child.data.tags
+        )
+        assert "loss is nan" in child.data.tags["neuron.status"]
+        assert float(child.data.params["train.lr"]) > 100
+    assert all(c.data.tags["neuron.status"] == "completed" for c in others)
+    assert study.data.tags["neuron.trials_failed"] == str(len(failed))
+    optuna_study = optuna.load_study(
+        study_name="diverge/synthetic_default",
+        storage=f"sqlite:///{tmp_path / 'out' / 'diverge' / 'optuna.db'}",
+    )
+    states = [t.state for t in optuna_study.trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == len(failed)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(others)
+
+
+def test_a_name_in_use_or_absent_or_a_changed_spec_is_refused_before_launching(
+    tmp_path, store, tiny_cache
+):
+    spec = tiny_spec(tmp_path, store, tiny_cache)
+    with pytest.raises(SearchSetupError, match="no search named 'ghost'"):
+        run_search(spec, "ghost", resume=True)
+    with pytest.raises(SearchSetupError, match="--name"):
+        run_search(spec, "bad/name")
+    record = tmp_path / "out" / "taken" / "search.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text(yaml.safe_dump(_spec_record(spec)))
+    with pytest.raises(SearchSetupError, match="already exists.*--resume"):
+        run_search(spec, "taken")
+    with pytest.raises(SearchSetupError, match="num_trials"):
+        run_search(spec.with_overrides({"num_trials": 3}), "taken", resume=True)
+    assert not ray.is_initialized()
