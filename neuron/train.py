@@ -876,7 +876,8 @@ def fit(
             None,
         )
         metrics |= validation
-        if validation[selection] > best["value"]:
+        # Ties go to the later epoch: the validation classes are few, so plateaus are common.
+        if validation[selection] >= best["value"]:
             best = {
                 "value": validation[selection],
                 "epoch": epoch,

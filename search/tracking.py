@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +380,15 @@ class MlflowTracker:
 # The Tune callback
 
 
+def _error_text(trial: Trial) -> str:
+    """The trial's error text: the driver's local copy (written before the callbacks run) or,
+    after a restore, the one synced to the storage path."""
+    local = trial.error_file
+    if local and Path(local).is_file():
+        return Path(local).read_text(errors="replace")
+    return trial.get_error() or ""
+
+
 def _metrics_of(result: dict[str, Any], step: int) -> list[Metric]:
     timestamp = int(float(result.get("timestamp", time.time())) * 1000)
     return [
@@ -453,7 +463,7 @@ class TrackingCallback(Callback):
             tags={
                 TAG_STATUS: "running",
                 "neuron.recoveries": str(trial.num_failures),
-                "neuron.last_recovered_error": error_reason(trial.get_error() or ""),
+                "neuron.last_recovered_error": error_reason(_error_text(trial)),
             },
         )
 
@@ -475,7 +485,7 @@ class TrackingCallback(Callback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        self.finish_trial(trial, f"failed: {error_reason(trial.get_error() or '')}", "FAILED")
+        self.finish_trial(trial, f"failed: {error_reason(_error_text(trial))}", "FAILED")
 
     def finish_trial(self, trial: Trial, status: str, mlflow_status: str) -> None:
         """Status tag, fidelity reached and objective, then terminate the trial's run."""
@@ -591,7 +601,10 @@ def optuna_plots(study: optuna.Study) -> dict[str, Any]:
         figures["optimization_history"] = visualization.plot_optimization_history(study)
         figures["parallel_coordinate"] = visualization.plot_parallel_coordinate(study)
     if len(completed) >= 2 and len({t.value for t in completed}) > 1 and completed[0].params:
-        figures["param_importances"] = visualization.plot_param_importances(study)
+        with warnings.catch_warnings():
+            # PED-ANOVA warns about every regime with fewer than 2 trials in a small study.
+            warnings.simplefilter("ignore", UserWarning)
+            figures["param_importances"] = visualization.plot_param_importances(study)
     return figures
 
 
