@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.set_defaults(handler=_data_synth)
 
-    from neuron.benchmarks import BENCHMARKS
+    from neuron.benchmarks import BENCHMARKS, SOURCE_PARTITIONED_BENCHMARKS
     from neuron.importers import IMPORT_FORMATS
 
     importer = data_commands.add_parser(
@@ -230,13 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output file, .arrow (memory-mappable) or .parquet"
     )
     importer.add_argument(
-        "--benchmark", choices=sorted(BENCHMARKS), help="sample partition (ntu-raw needs one)"
+        "--benchmark",
+        choices=sorted(set(BENCHMARKS) | set(SOURCE_PARTITIONED_BENCHMARKS)),
+        help="sample partition (ntu-raw needs one)",
     )
     importer.add_argument(
-        "--class-names", help="arrays: class names, a .txt (one per line) or a JSON list"
+        "--class-names",
+        help="class names, a .txt (one per line) or a JSON list (required for arrays; overrides others)",
     )
     importer.add_argument(
         "--joint-map", help="arrays: JSON joint mapping to the NTU 25-joint layout"
+    )
+    importer.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed file instead of skipping it",
     )
     importer.set_defaults(handler=_data_import)
 
