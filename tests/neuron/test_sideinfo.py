@@ -492,3 +492,23 @@ def test_minilm_separates_the_unseen_synthetic_classes(
     assert nearest_class_means.tolist() == list(range(5))
     nearest_single = np.argmax(held_out @ means.T, axis=-1)  # (5, 10)
     assert (nearest_single == np.arange(5)[:, None]).mean() >= 0.8
+
+
+def test_packaged_nw_ucla_descriptions_cover_every_class(tmp_path) -> None:
+    from neuron.sideinfo import (
+        PACKAGED_DESCRIPTIONS,
+        SideInformationError,
+        _require_folder,
+        read_descriptions,
+    )
+
+    folder = _require_folder(SideInformationConfig(source="descriptions", path="packaged:nw_ucla"))
+    assert folder == PACKAGED_DESCRIPTIONS / "nw_ucla"
+    with pytest.raises(SideInformationError, match=r"packaged:nothing.*shipped: packaged:nw_ucla"):
+        _require_folder(SideInformationConfig(source="descriptions", path="packaged:nothing"))
+    rounds = read_descriptions(folder, folder, NW_UCLA_CLASSES, "nw_ucla")
+    assert len(rounds) == 6
+    assert all(
+        len(per_class) == 10 and all(len(q) == 10 for q in per_class)
+        for per_class in rounds.values()
+    )
