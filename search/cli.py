@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 DESCRIPTION = """\
 Hyperparameter search over Neuron: Ray Tune schedules the trials (on a local Ray instance, or on
@@ -26,7 +27,8 @@ EPILOG = """\
 examples:
   neuron search search/specs/quick.yaml
   neuron search search/specs/quick.yaml num_trials=4 space.lr.low=0.02 --name lr-sweep
-  neuron search search/specs/quick.yaml --name lr-sweep --resume      # after a crash or Ctrl-C
+  neuron search search/specs/quick.yaml num_trials=4 space.lr.low=0.02 --name lr-sweep --resume
+      (after a crash or Ctrl-C: the same spec and overrides, plus --resume)
   neuron search search/specs/ntu60.yaml --address auto --tracking-uri http://mlflow:5000
 
 outputs:
@@ -34,7 +36,8 @@ outputs:
   <output_dir>/<name>/optuna.db                  optuna-dashboard sqlite:///<that path>
   <output_dir>/mlflow.db                         mlflow ui --backend-store-uri sqlite:///<path>
 
-exit codes: 0 done, 2 bad input (spec, override, range, tracking URI; nothing launched).
+exit codes: 0 done, 2 bad input (spec, override, range, tracking URI; nothing launched),
+  130 interrupted (Ctrl-C; continue with --resume).
 """
 
 
@@ -86,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Validate everything, then run the search; bad input → message on stderr, exit code 2."""
     from neuron.config import ConfigError
+    from search.runner import SearchInterrupted, SearchSetupError, run_search
     from search.spec import load_search_spec
     from search.tracking import TrackingError
 
@@ -100,14 +104,18 @@ def run_command(args: argparse.Namespace) -> int:
             spec = spec.with_overrides({"tracking_uri": args.tracking_uri})
         if args.address:
             spec = spec.with_overrides({"address": args.address})
-        from search.runner import SearchSetupError, run_search
-
         name = args.name or default_name(spec_path)
+        print(
+            f"search {name!r}: outputs in {spec.resolved_output_dir() / name}, MLflow store "
+            f"{spec.resolved_tracking_uri()}; if interrupted, continue with --name {name} --resume",
+            flush=True,
+        )
         result = run_search(spec, name, resume=args.resume)
-    except (ConfigError, TrackingError) as error:
+    except (ConfigError, TrackingError, SearchSetupError) as error:
         return _bad_input(str(error))
-    except SearchSetupError as error:
-        return _bad_input(str(error))
+    except SearchInterrupted as error:
+        print(f"interrupted: {str(error).replace('SPEC', str(spec_path))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(result.summary())
     return 0
 

@@ -15,17 +15,23 @@
    dies resumes from its last checkpoint elsewhere.
 4. `TrackingCallback` writes the MLflow runs from the driver (search.tracking).
 
-Trials stopped early by ASHA and TPE. Ray's `OptunaSearch` reports every epoch's objective to the
-Optuna trial as an intermediate value, then tells Optuna the LAST result of a stopped trial as a
-COMPLETE value, as if a 1-epoch score were a finished run; it also tells an errored trial that
-reported epochs as COMPLETE. `NeuronOptunaSearch` changes that: a trial stopped early is told
-PRUNED (TPE's Optuna implementation ranks pruned trials below every completed trial, deeper ones
-first, by their last intermediate value, so a stopped configuration still informs TPE as a
-"bad region" without being mistaken for a finished score); a failed trial is told FAIL (TPE
-ignores it); a completed trial is told the objective at the epoch `fit` selected
-(`selected/<objective>`). The fidelity reached is recorded as the Optuna user attributes
-`epochs_reached` / `status` and in MLflow (tags `neuron.status`, `neuron.epochs_reached`, metric
-`fidelity/epochs`).
+Trials stopped early by ASHA and TPE. Ray's `OptunaSearch` tells Optuna the LAST result of a
+trial stopped by the scheduler as a COMPLETE value, as if a 1-epoch score were a finished run,
+and tells an errored trial that reported epochs COMPLETE too. `NeuronOptunaSearch` changes that:
+
+- a trial stopped early is told PRUNED, with its last objective as the intermediate value at the
+  epoch it reached. Optuna's TPE ranks pruned trials below every completed one (deeper first,
+  then by that value), so a stopped configuration still marks a bad region for TPE without being
+  mistaken for a finished score;
+- a failed trial (e.g. diverged) is told FAIL, which TPE ignores;
+- a completed trial is told the objective at the epoch `fit` selected (`selected/<objective>`),
+  not at its last epoch.
+
+The fidelity reached is recorded in Optuna (user attributes `epochs_reached`, `status`) and in
+MLflow (tags `neuron.status` = "stopped early at epoch k", `neuron.epochs_reached`, metric
+`fidelity/epochs`). Optuna gets one intermediate value per trial, written when the trial ends
+(one SQLite write per epoch would hold up every trial, which waits for the driver to process its
+last report); the per-epoch curves are in MLflow.
 
 `HyperBandForBOHB` runs with Optuna TPE as its model (TuneBOHB needs hpbandster and ConfigSpace,
 not installed). It pauses trials, so Tune's concurrency limiter (which counts paused trials)
@@ -63,6 +69,7 @@ from neuron.train import prepare
 from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec
 from search.tracking import (
+    TAG_SEARCH,
     MlflowTracker,
     StudyInfo,
     TrackingCallback,
@@ -88,6 +95,10 @@ class SearchSetupError(ValueError):
     """The search cannot start (name taken, nothing to resume, spec changed on resume)."""
 
 
+class SearchInterrupted(RuntimeError):
+    """Tune stopped before the study finished (Ctrl-C); the message says how to continue."""
+
+
 # --------------------------------------------------------------------------------------------
 # Optuna through Tune
 
@@ -103,12 +114,29 @@ class NeuronOptunaSearch(OptunaSearch):
     docstring): PRUNED for trials stopped early, FAIL for errors, the selected epoch's objective
     for completed trials."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_result: dict[str, tuple[int, float]] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Only the last (epoch, objective) is kept, in memory and in the searcher's checkpoint,
+        # and written when the trial ends: TPE ranks a pruned trial by its last intermediate
+        # value and depth only, and one SQLite write per epoch would hold up every trial (each
+        # waits for the driver to process its last report). The full curves are in MLflow.
+        self._last_result[trial_id] = (
+            int(result["training_iteration"]),
+            float(result[self.metric]),
+        )
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if trial_id in self._last_result:
+            step, value = self._last_result.pop(trial_id)
+            ot_trial.report(value, step)
         status, epochs = trial_status(result)
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("epochs_reached", epochs)
@@ -117,7 +145,7 @@ class NeuronOptunaSearch(OptunaSearch):
             state, status = optuna.trial.TrialState.FAIL, "failed"
         elif status == "completed":
             state = optuna.trial.TrialState.COMPLETE
-            value = result.get(f"selected/{self._metric}", result.get(self._metric))
+            value = result.get(f"selected/{self.metric}", result.get(self.metric))
         else:
             state = optuna.trial.TrialState.PRUNED
         ot_trial.set_user_attr("status", status)
@@ -272,36 +300,77 @@ def study_base(spec: SearchSpec, split: str) -> Config:
     return spec.base_config(split).replace(overrides)
 
 
+@dataclass
+class _Search:
+    """What every study of one search shares."""
+
+    spec: SearchSpec
+    name: str
+    resume: bool
+    tracker: MlflowTracker
+    optuna_storage: str
+    record: Path
+    """`<output_dir>/<name>/search.yaml`: the spec the search started with."""
+    search_run_id: str | None = None
+    """The top parent MLflow run, with several splits."""
+
+    def begin(self) -> None:
+        """Claim the name once the first study is ready to launch (its caches are built): a
+        search that failed before launching leaves its name free."""
+        if not self.record.is_file():
+            plain = json.loads(json.dumps(_spec_record(self.spec)))
+            write_text_atomic(self.record, yaml.safe_dump(plain, sort_keys=False))
+        splits = self.spec.split_names
+        if len(splits) > 1 and self.search_run_id is None:
+            self.search_run_id = self.tracker.start_search(self.name, splits, _settings(self.spec))
+
+    @property
+    def output(self) -> Path:
+        return self.record.parent
+
+    @property
+    def storage(self) -> str:
+        return f"{self.spec.resolved_storage_path()}/{self.name}"
+
+
 def run_search(
     spec: SearchSpec, name: str, resume: bool = False, address: str | None = None
 ) -> SearchResult:
     """Run (or resume) the search `name`; return where everything was written."""
     _check_name(name)
-    output = spec.resolved_output_dir() / name
-    record = output / "search.yaml"
+    record = spec.resolved_output_dir() / name / "search.yaml"
     _check_resume(spec, name, record, resume)
     tracking_uri = spec.resolved_tracking_uri()
     check_tracking_uri(tracking_uri)
-    if not resume:
-        write_text_atomic(
-            record, yaml.safe_dump(json.loads(json.dumps(_spec_record(spec))), sort_keys=False)
+    tracker = MlflowTracker(tracking_uri, spec.experiment)
+    if not resume and tracker.find_run({TAG_SEARCH: name}) is not None:
+        raise SearchSetupError(
+            f"MLflow experiment {spec.experiment!r} at {tracking_uri} already has runs of a search "
+            f"named {name!r} (another output_dir?); choose another --name, or --resume it"
         )
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=address or spec.address)
+        cluster = address or spec.address
+        try:
+            ray.init(address=cluster)
+        except ConnectionError as error:
+            raise SearchSetupError(
+                f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
+                "--address (auto, host:6379, ray://host:10001) or start the cluster first"
+            ) from error
     try:
-        tracker = MlflowTracker(tracking_uri, spec.experiment)
-        splits = spec.split_names
-        settings = _settings(spec)
-        search_run_id = tracker.start_search(name, splits, settings) if len(splits) > 1 else None
-        optuna_storage = f"sqlite:///{output / 'optuna.db'}"
-        studies = tuple(
-            _run_study(spec, name, split, resume, tracker, search_run_id, optuna_storage, settings)
-            for split in splits
+        search = _Search(
+            spec=spec,
+            name=name,
+            resume=resume,
+            tracker=tracker,
+            optuna_storage=f"sqlite:///{record.parent / 'optuna.db'}",
+            record=record,
         )
-        if search_run_id is not None:
-            _summarise_search(tracker, search_run_id, studies, spec.objective.metric)
+        studies = tuple(_run_study(search, split) for split in spec.split_names)
+        if search.search_run_id is not None:
+            _summarise_search(tracker, search.search_run_id, studies, spec.objective.metric)
     finally:
         if started_ray:
             ray.shutdown()
@@ -310,9 +379,9 @@ def run_search(
         objective=spec.objective.metric,
         tracking_uri=tracking_uri,
         experiment=spec.experiment,
-        search_run_id=search_run_id,
-        optuna_storage=optuna_storage,
-        storage_path=f"{spec.resolved_storage_path()}/{name}",
+        search_run_id=search.search_run_id,
+        optuna_storage=search.optuna_storage,
+        storage_path=search.storage,
         studies=studies,
     )
 
@@ -324,16 +393,8 @@ def _settings(spec: SearchSpec) -> dict[str, Any]:
     }
 
 
-def _run_study(
-    spec: SearchSpec,
-    name: str,
-    split: str,
-    resume: bool,
-    tracker: MlflowTracker,
-    search_run_id: str | None,
-    optuna_storage: str,
-    settings: dict[str, Any],
-) -> StudyResult:
+def _run_study(search: _Search, split: str) -> StudyResult:
+    spec, name = search.spec, search.name
     base = study_base(spec, split)
     prepared = prepare(base, progress=True)
     described = prepared.describe()
@@ -348,16 +409,18 @@ def _run_study(
         objective=spec.objective.metric,
         mode=spec.objective.mode,
         base_config=base.to_dict(),
-        optuna_storage=optuna_storage,
-        output_dir=str(spec.resolved_output_dir() / name / split),
-        settings=settings,
+        optuna_storage=search.optuna_storage,
+        output_dir=str(search.output / split),
+        settings=_settings(spec),
+        time_budget_s=spec.time_budget_s,
     )
-    study_run_id = tracker.start_study(study, search_run_id)
+    search.begin()
+    study_run_id = search.tracker.start_study(study, search.search_run_id)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, base=base.to_dict(), prepared=prepared), resources
     )
-    experiment_path = f"{spec.resolved_storage_path()}/{name}/{split}"
+    experiment_path = f"{search.storage}/{split}"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table below
     # num_to_keep forces an experiment snapshot whenever a trial has checkpointed twice (so the
     # state never points at a deleted checkpoint); with short epochs Tune warns about each one.
@@ -366,20 +429,20 @@ def _run_study(
     pending = spec.pending_trials or (spec.max_concurrent_trials if bohb else None)
     if pending is not None:
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(pending)
-    if resume and tune.Tuner.can_restore(experiment_path):
+    if search.resume and tune.Tuner.can_restore(experiment_path):
         tuner = tune.Tuner.restore(
             experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=False
         )
     else:
         tuner = tune.Tuner(
             trainable,
-            tune_config=_tune_config(spec, base, study.study_name, optuna_storage),
+            tune_config=_tune_config(spec, base, study.study_name, search.optuna_storage),
             run_config=tune.RunConfig(
                 name=split,
-                storage_path=f"{spec.resolved_storage_path()}/{name}",
+                storage_path=search.storage,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TrackingCallback(tracker, study, study_run_id)],
+                callbacks=[TrackingCallback(search.tracker, study, study_run_id)],
                 progress_reporter=tune.CLIReporter(
                     metric_columns=["epoch", "train/loss", spec.objective.metric],
                     parameter_columns=[p for p in TABLE_PARAMETERS if p in spec.space.searched()],
@@ -392,7 +455,13 @@ def _run_study(
             ),
         )
     tuner.fit()
-    return _study_result(tracker, study, study_run_id)
+    if search.tracker.client.get_run(study_run_id).info.status == "KILLED":
+        raise SearchInterrupted(
+            f"search {name!r} was interrupted in split {split}; its state is saved in "
+            f"{experiment_path}. Continue it with: neuron search SPEC --name {name} --resume "
+            "(the same spec and overrides)"
+        )
+    return _study_result(search.tracker, study, study_run_id)
 
 
 def _tune_config(

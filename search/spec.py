@@ -33,8 +33,6 @@ from neuron.config import (
 from neuron.splits import PUBLISHED_SPLITS
 from search.space import SpaceRanges, check_space, max_epochs
 
-SCHEDULERS = ("asha", "none", "hyperband_bohb")
-
 
 @dataclass(frozen=True)
 class BaseSpec:
@@ -233,10 +231,10 @@ class SearchSpec:
 def check_tracking_uri_form(uri: str, where: str) -> None:
     """Reject tracking URIs MLflow 3 cannot use for this search (file stores, bare paths)."""
     if uri.startswith("file:") or "://" not in uri:
+        folder = Path(uri.removeprefix("file://").removeprefix("file:") or ".").resolve()
         raise ConfigError(
             f"{where}={uri!r}: MLflow 3 refuses file stores; use a SQLite file "
-            f"(sqlite:///{Path(uri.removeprefix('file://').removeprefix('file:') or 'runs').resolve()}/mlflow.db) "
-            "or a tracking server (http://host:5000)"
+            f"(sqlite:///{folder / 'mlflow.db'}) or a tracking server (http://host:5000)"
         )
 
 
@@ -267,6 +265,8 @@ def _apply_overrides(plain: dict[str, Any], overrides: dict[str, Any], source: s
     for key, value in overrides.items():
         if key.startswith("base.overrides."):
             # The base overrides are themselves dotted: `base.overrides.train.epochs=4`.
+            if not isinstance(plain["base"].get("overrides"), dict):
+                plain["base"]["overrides"] = {}
             plain["base"]["overrides"][key.removeprefix("base.overrides.")] = value
             continue
         parts = key.split(".")

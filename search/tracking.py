@@ -41,6 +41,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 import neuron
 from neuron.atomic import write_text_atomic
 from neuron.config import ConfigError, config_from_plain, dump_yaml
+from search.spec import check_tracking_uri_form
 
 PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_SEARCH = "neuron.search"
@@ -64,8 +65,6 @@ class TrackingError(ValueError):
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, before any trial starts, when the tracking store cannot be written."""
-    from search.spec import check_tracking_uri_form
-
     try:
         check_tracking_uri_form(uri, "tracking URI")
     except ConfigError as error:
@@ -75,7 +74,8 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         path = Path(uri.removeprefix("sqlite:///"))
         if str(path) in ("", ":memory:"):
             raise TrackingError(
-                f"tracking URI {uri!r}: an in-memory store is lost when the search ends; use sqlite:///<path>/mlflow.db"
+                f"tracking URI {uri!r}: an in-memory store is lost when the search ends; "
+                "use sqlite:///<path>/mlflow.db"
             )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +156,8 @@ class StudyInfo:
     """Local folder for the study's summary files (best config, results tables, plots)."""
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Search settings logged as params of the study run (num_trials, scheduler, ...)."""
+    time_budget_s: float | None = None
+    """The study's time budget: ending there is a normal end, not an interruption."""
 
     @property
     def study_name(self) -> str:
@@ -232,9 +234,10 @@ class MlflowTracker:
         self.experiment = experiment
         self._client: mlflow.MlflowClient | None = None
         self._experiment_id: str | None = None
+        self._pending: dict[str, list[Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_client": None}
+        return self.__dict__ | {"_client": None, "_pending": {}}
 
     @property
     def client(self) -> mlflow.MlflowClient:
@@ -312,15 +315,27 @@ class MlflowTracker:
         metrics: list[Metric] = (),
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
+        background: bool = False,
     ) -> None:
-        """One log_batch request (more only past MLflow's 100 params/tags per request)."""
+        """One log_batch request (more only past MLflow's 100 params/tags per request).
+
+        `background`: queued on MLflow's async logging thread, so a Tune result is not held up by
+        the store's commit (every trial waits for the driver to process its last report before
+        it continues); `flush(run_id)` waits for the queue.
+        """
         param_list = [Param(k, v[:6000]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, v[:8000]) for k, v in (tags or {}).items()]
         metric_list = list(metrics)
         while True:
-            self.client.log_batch(
-                run_id, metrics=metric_list[:1000], params=param_list[:BATCH], tags=tag_list[:BATCH]
+            operations = self.client.log_batch(
+                run_id,
+                metrics=metric_list[:1000],
+                params=param_list[:BATCH],
+                tags=tag_list[:BATCH],
+                synchronous=not background,
             )
+            if background:
+                self._pending.setdefault(run_id, []).append(operations)
             metric_list, param_list, tag_list = (
                 metric_list[1000:],
                 param_list[BATCH:],
@@ -328,6 +343,11 @@ class MlflowTracker:
             )
             if not (metric_list or param_list or tag_list):
                 return
+
+    def flush(self, run_id: str) -> None:
+        """Wait until the background requests of `run_id` are in the store."""
+        for operations in self._pending.pop(run_id, []):
+            operations.wait()
 
     def provenance_tags(self) -> dict[str, str]:
         tags = {"neuron.version": neuron.__version__}
@@ -373,6 +393,7 @@ class MlflowTracker:
         return run_id
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.flush(run_id)
         self.client.set_terminated(run_id, status=status)
 
 
@@ -475,7 +496,7 @@ class TrackingCallback(Callback):
         if step in self._logged_steps[trial.trial_id]:
             return  # replayed after a restore: this epoch is already recorded
         self._logged_steps[trial.trial_id].add(step)
-        self.tracker.log(run_id, metrics=_metrics_of(result, step))
+        self.tracker.log(run_id, metrics=_metrics_of(result, step), background=True)
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -490,6 +511,7 @@ class TrackingCallback(Callback):
     def finish_trial(self, trial: Trial, status: str, mlflow_status: str) -> None:
         """Status tag, fidelity reached and objective, then terminate the trial's run."""
         run_id = self.run_id(trial)
+        self.tracker.flush(run_id)
         result = trial.last_result or {}
         _, epochs = trial_status(result)
         # A completed trial's objective is the one at the epoch fit selected; a stopped one's
@@ -517,8 +539,53 @@ class TrackingCallback(Callback):
             return None
         return max(values) if self.study.mode == "max" else min(values)
 
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        self._started = time.monotonic()
+        self._expected_trials = total_num_samples
+
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self.close_study(trials)
+        if self.interrupted(trials):
+            self.suspend_study(trials)
+        else:
+            self.close_study(trials)
+
+    def interrupted(self, trials: list[Trial]) -> bool:
+        """Tune stopped before every trial finished (Ctrl-C, SIGUSR1), not at the time budget."""
+        expected = getattr(self, "_expected_trials", None)
+        unfinished = (expected is not None and len(trials) < expected) or any(
+            trial.status not in (Trial.TERMINATED, Trial.ERROR) for trial in trials
+        )
+        budget = self.study.time_budget_s
+        elapsed = time.monotonic() - getattr(self, "_started", time.monotonic())
+        return unfinished and not (budget is not None and elapsed >= 0.95 * budget)
+
+    def suspend_study(self, trials: list[Trial]) -> None:
+        """An interrupted study: its running trials and the study run are KILLED with a status
+        that says how to continue; `--resume` re-opens the same runs."""
+        by_id = {trial.trial_id: trial for trial in trials}
+        for run in self.tracker.children(self.study_run_id):
+            trial = by_id.get(run.data.tags.get(TAG_TRIAL, ""))
+            if run.info.status != "RUNNING" or trial is None:
+                continue
+            epochs = trial_status(trial.last_result)[1]
+            self.tracker.log(
+                run.info.run_id,
+                tags={
+                    TAG_STATUS: f"interrupted at epoch {epochs} (continue with --resume)",
+                    TAG_EPOCHS: str(epochs),
+                },
+            )
+            self.tracker.finish(run.info.run_id, "KILLED")
+        self.tracker.log(
+            self.study_run_id, tags={TAG_STATUS: "interrupted (continue with --resume)"}
+        )
+        self.tracker.finish(self.study_run_id, "KILLED")
 
     # The end of a study: no RUNNING child left, summary artifacts on the parent.
     def close_study(self, trials: list[Trial]) -> None:
@@ -620,32 +687,22 @@ def summarise_study(
     table.to_parquet(output / "results.parquet", index=False)
     tracker.client.log_artifact(study_run_id, str(output / "results.csv"))
     tracker.client.log_artifact(study_run_id, str(output / "results.parquet"))
+    statuses = table["status"].astype(str) if not table.empty else pd.Series(dtype=str)
     counts = {
-        "completed": int((table["status"] == "completed").sum()) if not table.empty else 0,
-        "stopped_early": int(table["status"].str.startswith("stopped").sum())
-        if not table.empty
-        else 0,
-        "failed": int(table["status"].str.startswith("failed").sum()) if not table.empty else 0,
+        "completed": int((statuses == "completed").sum()),
+        "stopped_early": int(statuses.str.startswith("stopped").sum()),
+        "failed": int(statuses.str.startswith("failed").sum()),
     }
     tags = {f"neuron.trials_{k}": str(v) for k, v in counts.items()}
     metrics = []
     best = best_row(table, study.mode)
     if best is not None:
-        trial = next((t for t in trials if t.trial_id == best["trial_id"]), None)
-        overrides = dict(trial.config.get("overrides", {})) if trial is not None else None
-        config_yaml = (
-            study.trial_config_yaml(overrides)
-            if overrides is not None
-            else tracker.client.download_artifacts(
-                best["run_id"], "config.yaml", tempfile.mkdtemp()
-            )
-        )
-        if overrides is None:
-            config_yaml = Path(config_yaml).read_text()
+        config_yaml = _best_config_yaml(tracker, study, best, trials)
         header = (
             f"# Best trial {best['trial_id']} of search study {study.study_name}: "
             f"{study.objective} = {best['objective']:.4f} (MLflow run {best['run_id']}).\n"
             f"# Train it with: neuron train {output / 'best_config.yaml'}\n"
+            "# (run.threads and run.device are the search's per-trial settings; change them freely)\n"
         )
         write_text_atomic(output / "best_config.yaml", header + config_yaml)
         tracker.client.log_artifact(study_run_id, str(output / "best_config.yaml"))
@@ -669,10 +726,23 @@ def summarise_study(
         plots = output / "plots"
         plots.mkdir(exist_ok=True)
         for name, figure in optuna_plots(optuna_study).items():
-            figure.write_html(str(plots / f"{name}.html"), include_plotlyjs="cdn")
+            # plotly.js embedded: the plots open offline (about 3.5 MB each).
+            figure.write_html(str(plots / f"{name}.html"), include_plotlyjs=True)
             tracker.client.log_artifact(study_run_id, str(plots / f"{name}.html"), "plots")
-    tracker.log(study_run_id, metrics=metrics, tags=tags)
+    tracker.log(study_run_id, metrics=metrics, tags=tags | {TAG_STATUS: "completed"})
     tracker.finish(study_run_id, "FINISHED")
+
+
+def _best_config_yaml(
+    tracker: MlflowTracker, study: StudyInfo, best: pd.Series, trials: list[Trial]
+) -> str:
+    """The resolved config of the best trial: from its Tune trial, else its run's artifact."""
+    trial = next((t for t in trials if t.trial_id == best["trial_id"]), None)
+    if trial is not None:
+        return study.trial_config_yaml(dict(trial.config.get("overrides", {})))
+    with tempfile.TemporaryDirectory() as folder:
+        path = tracker.client.download_artifacts(best["run_id"], "config.yaml", folder)
+        return Path(path).read_text()
 
 
 def _fail_orphaned_optuna_trials(study: optuna.Study) -> None:

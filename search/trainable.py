@@ -1,13 +1,14 @@
 """The Tune trainable: turn a trial config into a `Config` and call `fit`.
 
-Only `ray.tune.report`, `ray.tune.get_checkpoint`, `ray.tune.Checkpoint` and
-`ray.tune.get_context` are used here (`ray.train.*` raises inside Tune trainables). A
-`DivergenceError` from `fit` is not caught: Tune records the trial as errored with that reason
-(the tracking callback tags its MLflow run `failed: DivergenceError: ...`) and the study goes on.
+Only `ray.tune.report`, `ray.tune.get_checkpoint` and `ray.tune.Checkpoint` are used here
+(`ray.train.*` raises inside Tune trainables). A `DivergenceError` from `fit` is not caught: Tune
+records the trial as errored with that reason (the tracking callback tags its MLflow run
+`failed: DivergenceError: ...`) and the study goes on.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepa
     cfg = config_from_plain(base).replace(config["overrides"])
     if prepared is not None and not Path(prepared.feature_cache_path).is_file():
         prepared = None
-    run_dir = Path(ray.tune.get_context().get_trial_dir()) / "fit"
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         # Tune persists the checkpoint to the storage path before `report` returns, so `fit`
@@ -38,9 +38,12 @@ def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepa
         )
         ray.tune.report(dict(metrics), checkpoint=checkpoint)
 
-    checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is None:
-        fit(cfg, report, run_dir=run_dir, prepared=prepared)
-        return
-    with checkpoint.as_directory() as resume_dir:
-        fit(cfg, report, run_dir=run_dir, resume_from=resume_dir, prepared=prepared)
+    # fit's own run folder is scratch space: the reported checkpoints (in Tune's storage) and
+    # MLflow hold everything, so it stays out of the trial folder that Tune syncs.
+    with tempfile.TemporaryDirectory(prefix="neuron-trial-") as run_dir:
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is None:
+            fit(cfg, report, run_dir=run_dir, prepared=prepared)
+            return
+        with checkpoint.as_directory() as resume_dir:
+            fit(cfg, report, run_dir=run_dir, resume_from=resume_dir, prepared=prepared)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -161,10 +163,8 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(others)
 
 
-def test_a_name_in_use_or_absent_or_a_changed_spec_is_refused_before_launching(
-    tmp_path, store, tiny_cache
-):
-    spec = tiny_spec(tmp_path, store, tiny_cache)
+def test_a_name_in_use_or_absent_or_a_changed_spec_is_refused_before_launching(tmp_path, store):
+    spec = tiny_spec(tmp_path, store, tmp_path / "cache")
     with pytest.raises(SearchSetupError, match="no search named 'ghost'"):
         run_search(spec, "ghost", resume=True)
     with pytest.raises(SearchSetupError, match="--name"):
@@ -176,4 +176,76 @@ def test_a_name_in_use_or_absent_or_a_changed_spec_is_refused_before_launching(
         run_search(spec, "taken")
     with pytest.raises(SearchSetupError, match="num_trials"):
         run_search(spec.with_overrides({"num_trials": 3}), "taken", resume=True)
-    assert not ray.is_initialized()
+    # The same name recorded in MLflow by a search with another output_dir.
+    MlflowTracker(store, "neuron-search").ensure_run({"neuron.search": "elsewhere"}, "x", None, {})
+    with pytest.raises(SearchSetupError, match="already has runs of a search named 'elsewhere'"):
+        run_search(spec, "elsewhere")
+    assert not (tmp_path / "out" / "elsewhere").exists()
+
+
+@pytest.mark.slow
+def test_hyperband_bohb_pauses_and_resumes_trials_from_their_checkpoints(
+    local_ray, tmp_path, store, tiny_cache
+):
+    spec = tiny_spec(tmp_path, store, tiny_cache, "num_trials=4", "scheduler.name=hyperband_bohb")
+    run_search(spec, "bohb")
+    _, study, children = study_runs(store, "bohb")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    experiment = tmp_path / "out" / "bohb" / "synthetic_default"
+    resumed = 0
+    for child in children:
+        lines = (
+            (experiment / f"trial_{child.data.tags['neuron.trial_id']}" / "result.json")
+            .read_text()
+            .splitlines()
+        )
+        results = [json.loads(line) for line in lines]
+        resumed += any(r["iterations_since_restore"] < r["training_iteration"] for r in results)
+        epochs = [int(r["epoch"]) for r in results]
+        assert epochs == list(range(1, len(epochs) + 1))  # continued, never restarted
+    assert resumed >= 1  # HyperBand paused a trial at a rung and resumed it later
+
+
+@pytest.mark.slow
+def test_a_multi_split_search_runs_one_study_per_split_under_one_parent(
+    local_ray, tmp_path, store, tiny_cache
+):
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache, cache)  # synthetic_alt trains its own stage-1 encoder here
+    spec = tiny_spec(
+        tmp_path,
+        store,
+        cache,
+        "splits=[synthetic_default, synthetic_alt]",
+        "num_trials=2",
+        "scheduler.name=none",
+        "space.epochs=2",
+    )
+    result = run_search(spec, "multi")
+    tracker = MlflowTracker(store, "neuron-search")
+    top = tracker.find_run({"neuron.search": "multi", "neuron.role": "search"})
+    assert (
+        top is not None
+        and top.info.status == "FINISHED"
+        and result.search_run_id == top.info.run_id
+    )
+    studies = tracker.children(top.info.run_id)
+    assert sorted(s.data.tags["neuron.split"] for s in studies) == [
+        "synthetic_alt",
+        "synthetic_default",
+    ]
+    unseen = {s.data.tags["neuron.split"]: s.data.tags["neuron.unseen_classes"] for s in studies}
+    assert unseen["synthetic_alt"] != unseen["synthetic_default"]
+    for study in studies:
+        trials = tracker.children(study.info.run_id)
+        assert len(trials) == 2 and all(
+            t.data.tags["neuron.split"] == study.data.tags["neuron.split"] for t in trials
+        )
+        assert study.data.tags["neuron.best_trial_id"] in {
+            t.data.tags["neuron.trial_id"] for t in trials
+        }
+    assert [s.split for s in result.studies] == ["synthetic_default", "synthetic_alt"]
+    assert all(s.best_config_path.is_file() for s in result.studies)
+    assert "splits.json" in {
+        a.path for a in mlflow.MlflowClient(store).list_artifacts(top.info.run_id)
+    }

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.server
 import pickle
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ from search.tracking import (
     check_tracking_uri,
     error_reason,
 )
+from tests.search.helpers import descendants, end_processes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OBJECTIVE = "val/gzsl_h"
@@ -42,7 +46,12 @@ class CountingClient(mlflow.MlflowClient):
         return super().log_batch(*args, **kwargs)
 
 
-def study_info(tmp_path: Path, split: str = "synthetic_default", search: str = "s1") -> StudyInfo:
+def study_info(
+    tmp_path: Path,
+    split: str = "synthetic_default",
+    search: str = "s1",
+    time_budget_s: float | None = None,
+) -> StudyInfo:
     base = load_config("tiny")
     names = tuple(f"class {i}" for i in range(8))
     return StudyInfo(
@@ -59,6 +68,7 @@ def study_info(tmp_path: Path, split: str = "synthetic_default", search: str = "
         optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
         output_dir=str(tmp_path / search / split),
         settings={"num_trials": 3, "scheduler": {"name": "asha"}},
+        time_budget_s=time_budget_s,
     )
 
 
@@ -227,9 +237,10 @@ def test_a_restored_callback_reattaches_without_duplicate_runs_or_metrics(store,
 
 def test_study_end_leaves_no_running_child_and_writes_the_summary(store, tmp_path):
     tracker = MlflowTracker(store, "tracking-test")
-    study = study_info(tmp_path)
+    study = study_info(tmp_path, time_budget_s=0.001)  # the budget ends the study
     study_run = tracker.start_study(study, None)
     callback = TrackingCallback(tracker, study, study_run)
+    callback.setup(total_num_samples=4)
 
     completed, stopped, failed, running = (
         make_trial(f"cccc000{i}", 0.01 * (i + 1)) for i in range(4)
@@ -328,3 +339,119 @@ def test_a_multi_split_search_nests_one_study_per_split_under_one_parent(store, 
     assert {r.info.run_id for r in tracker.children(top)} == set(studies)
     assert tracker.start_search("multi", ("synthetic_default", "synthetic_alt"), {}) == top
     assert tracker.start_study(study_info(tmp_path, "synthetic_alt", "multi"), top) == studies[1]
+
+
+def test_an_interrupted_study_is_suspended_and_reopened_by_the_resume(store, tmp_path):
+    tracker = MlflowTracker(store, "tracking-test")
+    study = study_info(tmp_path, search="interrupted")
+    study_run = tracker.start_study(study, None)
+    callback = TrackingCallback(tracker, study, study_run)
+    callback.setup(total_num_samples=3)
+    done, running = make_trial("eeee0001", 0.01), make_trial("eeee0002", 0.02)
+    for trial in (done, running):
+        callback.on_trial_start(0, [trial], trial)
+    report(
+        callback,
+        done,
+        [epoch_result(1, 0.5), epoch_result(2, 0.7), epoch_result(3, 0.6, final=True)],
+    )
+    done.set_status(Trial.TERMINATED)
+    callback.on_trial_complete(0, [done], done)
+    report(callback, running, [epoch_result(1, 0.3), epoch_result(2, 0.4)])
+    running.set_status(Trial.PENDING)  # Ctrl-C: Tune saved it to resume later
+    callback.on_experiment_end([done, running])
+
+    client = mlflow.MlflowClient(store)
+    parent = client.get_run(study_run)
+    assert parent.info.status == "KILLED" and "--resume" in parent.data.tags["neuron.status"]
+    assert "best_config.yaml" not in {a.path for a in client.list_artifacts(study_run)}
+    children = {r.data.tags["neuron.trial_id"]: r for r in tracker.children(study_run)}
+    assert children["eeee0002"].info.status == "KILLED"
+    assert (
+        children["eeee0002"].data.tags["neuron.status"]
+        == "interrupted at epoch 2 (continue with --resume)"
+    )
+    assert children["eeee0001"].data.tags["neuron.status"] == "completed"
+
+    # --resume: the same parent and child are re-opened, then finished for real.
+    assert tracker.start_study(study, None) == study_run
+    restored = pickle.loads(pickle.dumps(callback))
+    restored.setup(total_num_samples=3)
+    restored.on_trial_restore(0, [running], running)
+    assert client.get_run(children["eeee0002"].info.run_id).info.status == "RUNNING"
+    report(restored, running, [epoch_result(3, 0.5, final=True)])
+    running.set_status(Trial.TERMINATED)
+    restored.on_trial_complete(0, [running], running)
+    third = make_trial("eeee0003", 0.03)
+    restored.on_trial_start(0, [third], third)
+    report(
+        restored,
+        third,
+        [epoch_result(1, 0.1), epoch_result(2, 0.2), epoch_result(3, 0.3, final=True)],
+    )
+    third.set_status(Trial.TERMINATED)
+    restored.on_trial_complete(0, [third], third)
+    restored.on_experiment_end([done, running, third])
+    assert client.get_run(study_run).info.status == "FINISHED"
+    assert len(tracker.children(study_run)) == 3
+
+
+@pytest.mark.slow
+def test_a_loopback_tracking_server_receives_runs_metrics_and_artifacts(tmp_path, mlflow_template):
+    shutil.copy(mlflow_template, tmp_path / "server.db")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                check_tracking_uri(uri, timeout_s=2)
+                break
+            except TrackingError:
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    "mlflow server did not start"
+                )
+                time.sleep(1)
+        children = descendants(server.pid)
+        tracker = MlflowTracker(uri, "server-test")
+        study = study_info(tmp_path, search="served")
+        study_run = tracker.start_study(study, None)
+        callback = TrackingCallback(tracker, study, study_run)
+        trial = make_trial("ffff0001", 0.05)
+        callback.on_trial_start(0, [trial], trial)
+        report(callback, trial, [epoch_result(1, 0.5), epoch_result(2, 0.7, final=True)])
+        trial.set_status(Trial.TERMINATED)
+        callback.on_trial_complete(0, [trial], trial)
+
+        client = mlflow.MlflowClient(uri)
+        run = client.get_run(callback.run_id(trial))
+        assert run.info.status == "FINISHED" and run.data.params["train.lr"] == "0.05"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, OBJECTIVE)] == [1, 2]
+        config_yaml = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+        assert yaml.safe_load(Path(config_yaml).read_text())["train"]["lr"] == 0.05
+        assert list((tmp_path / "artifacts").rglob("config.yaml"))  # stored by the server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        end_processes(children)

@@ -1,0 +1,76 @@
+"""`neuron search`: the subcommand is found through the entry point; bad input exits 2 early."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import ray
+
+from neuron.cli import main
+from tests.search.helpers import SPECS
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_lists_the_subcommand_and_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--name", "--tracking-uri", "--resume", "--address", "KEY=VALUE", "mlflow ui"):
+        assert option in text
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing.yaml"], "missing.yaml: no such search spec file"),
+        ([str(SPECS / "tiny.yaml"), "num_trails=2"], "did you mean 'num_trials'"),
+        ([str(SPECS / "tiny.yaml"), "space.lr.low=5.0"], "space.lr: low=5.0 >= high=0.5"),
+        ([str(SPECS / "tiny.yaml"), "objective.metric=test/gzsl_h"], "test metrics"),
+        ([str(SPECS / "tiny.yaml"), "--resume"], "--resume needs --name"),
+        ([str(SPECS / "tiny.yaml"), "--tracking-uri", "./mlruns"], "MLflow 3 refuses file stores"),
+    ],
+)
+def test_bad_input_is_a_clear_message_and_exit_code_2(
+    tmp_path, monkeypatch, capsys, arguments, message
+):
+    monkeypatch.chdir(tmp_path)
+    spec, *rest = arguments
+    code, out, err = run(["search", spec, f"output_dir={tmp_path / 'out'}", *rest], capsys)
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert err.startswith("error: ")
+    assert not (tmp_path / "out").exists()  # nothing launched, nothing written
+    assert not ray.is_initialized()
+
+
+def test_an_unreachable_tracking_server_fails_before_launching(tmp_path, capsys):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    code, _, err = run(
+        [
+            "search",
+            str(SPECS / "tiny.yaml"),
+            f"output_dir={tmp_path / 'out'}",
+            "--tracking-uri",
+            uri,
+            "--name",
+            "x",
+        ],
+        capsys,
+    )
+    assert code == 2
+    assert f"no MLflow server answers at {uri}/health" in " ".join(err.split())
+    assert not (tmp_path / "out" / "x").exists()
+    assert not ray.is_initialized()
