@@ -14,7 +14,16 @@ from neuron.dataset import open_dataset
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["data"], ["data", "synth"], ["data", "import"], ["data", "info"], ["pretrain"], ["features"], ["train"]],
+    [
+        [],
+        ["data"],
+        ["data", "synth"],
+        ["data", "import"],
+        ["data", "info"],
+        ["pretrain"],
+        ["features"],
+        ["train"],
+    ],
 )
 def test_every_subcommand_has_help(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -54,7 +63,9 @@ def test_data_import_arrays_through_the_command(tmp_path: Path) -> None:
     names = tmp_path / "classes.txt"
     names.write_text("wave\nclap\n")
     out = tmp_path / "mine.arrow"
-    code = main(["data", "import", "arrays", str(source), "--out", str(out), "--class-names", str(names)])
+    code = main(
+        ["data", "import", "arrays", str(source), "--out", str(out), "--class-names", str(names)]
+    )
     assert code == 0
     table = open_dataset(out)
     assert table.class_names == ("wave", "clap")

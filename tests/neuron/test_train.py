@@ -206,4 +206,6 @@ def test_pinned_losses_of_the_tiny_run(tiny, tmp_path: Path) -> None:
     cfg, prepared = tiny
     _, reports, _ = _fit(cfg, prepared, tmp_path / "run")
     losses = [m["train/loss"] for m, _ in reports]
-    assert losses == pytest.approx([2.5782515012300933, 2.57540425153879, 2.5758618428156925], rel=1e-5)
+    assert losses == pytest.approx(
+        [2.5782515012300933, 2.57540425153879, 2.5758618428156925], rel=1e-5
+    )
