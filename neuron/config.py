@@ -352,6 +352,29 @@ class Config:
         chosen = {name: plain[name] for name in (sections or tuple(plain))}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
+    def with_absolute_paths(self, base: str | Path | None = None) -> Config:
+        """The same config with every relative path resolved against `base` (default: the
+        current directory). Trial processes run in other working directories (Ray Tune changes
+        into each trial's folder), so configs sent to them must not depend on the cwd."""
+        root = Path(base or Path.cwd())
+
+        def absolute(value: str | None) -> str | None:
+            if not value or "://" in value or value.startswith("packaged:"):
+                return value
+            path = Path(value).expanduser()
+            return str(path if path.is_absolute() else (root / path).resolve())
+
+        side = self.data.side_information
+        return self.replace(
+            {
+                "data.path": absolute(self.data.path),
+                "data.side_information.path": absolute(side.path),
+                "data.side_information.cache_dir": absolute(side.cache_dir),
+                "run.output_dir": absolute(self.run.output_dir),
+                "run.cache_dir": absolute(self.run.cache_dir),
+            }
+        )
+
     def replace(self, overrides: dict[str, Any]) -> Config:
         """A new Config with dotted-key overrides applied (validated like a YAML file)."""
         plain = self.to_dict()

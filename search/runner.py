@@ -297,7 +297,8 @@ def study_base(spec: SearchSpec, split: str) -> Config:
     selectable = typing.get_args(typing.get_type_hints(EvalConfig)["selection_metric"])
     if spec.objective.metric in selectable:
         overrides["eval.selection_metric"] = spec.objective.metric
-    return spec.base_config(split).replace(overrides)
+    # Trials run in their own working directories: no path may depend on the driver's cwd.
+    return spec.base_config(split).replace(overrides).with_absolute_paths()
 
 
 @dataclass

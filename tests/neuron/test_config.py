@@ -75,3 +75,21 @@ def test_fingerprint_changes_with_the_section() -> None:
     changed = base.replace({"train.lr": 0.2})
     assert base.fingerprint("model") == changed.fingerprint("model")
     assert base.fingerprint("train") != changed.fingerprint("train")
+
+
+def test_with_absolute_paths_resolves_every_relative_path(tmp_path) -> None:
+    config = load_config(
+        "nwucla",
+        {
+            "data.path": "data/x.arrow",
+            "run.cache_dir": "cache",
+            "data.side_information.cache_dir": None,
+        },
+    )
+    resolved = config.with_absolute_paths(tmp_path)
+    assert resolved.data.path == str(tmp_path / "data" / "x.arrow")
+    assert resolved.run.cache_dir == str(tmp_path / "cache")
+    assert resolved.run.output_dir == str(tmp_path / "runs" / "train")
+    assert resolved.data.side_information.path == "packaged:nw_ucla"  # shipped sets stay named
+    assert resolved.data.side_information.cache_dir is None
+    assert resolved.with_absolute_paths("/elsewhere") == resolved  # idempotent
