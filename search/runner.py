@@ -2,11 +2,13 @@
 
 `run_search(spec, name)` runs one study per split, one after the other:
 
-1. `ray.init` (the cluster at `address` / $RAY_ADDRESS, else a local instance) and
-   `check_tracking_uri` — before anything is launched.
+1. `check_tracking_uri`, the search name (taken? resumable?), then `ray.init` (the cluster at
+   `address` / $RAY_ADDRESS, else a local instance) — bad input fails before anything starts.
 2. `prepare(cfg)` once in the driver: dataset, text embeddings, stage-1 encoder and the
    memory-mapped feature cache are built (or found) in `run.cache_dir`; trials receive their
    paths (`Prepared`), never copies, so concurrent trials on a node share one page-cached copy.
+   Every trial runs with `run.threads` = CPUs per trial, and the objective also selects the
+   epoch (`eval.selection_metric`, when it is `val/zsl_top1` or `val/gzsl_h`).
 3. A `Tuner` over `train_trial` with `OptunaSearch` (TPE, seeded, define-by-run
    `search.space.define_space`, study persisted in `<output_dir>/<name>/optuna.db` so
    `optuna-dashboard` can open it and `--resume` continues it), ASHA / no scheduler /
@@ -41,7 +43,9 @@ cluster's resources bound running ones.
 Resume (`resume=True`): each split's Tune run is restored with `Tuner.restore` (unfinished trials
 continue from their checkpoints, errored ones stay errored); the restored run carries the same
 searcher (same Optuna study) and the same tracking callback, which finds the same MLflow runs by
-their tags. Splits not started yet are started; finished ones are summarised again.
+their tags. Splits not started yet are started; finished ones are summarised again. Ctrl-C
+stops Tune cleanly: running trials and the study run are marked KILLED ("interrupted ...
+continue with --resume") and `SearchInterrupted` is raised (`neuron search` exits with 130).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ records the trial as errored with that reason (the tracking callback tags its ML
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ import ray.tune
 
 from neuron.config import config_from_plain
 from neuron.train import Prepared, fit
+
+SCRATCH_PREFIX = "neuron-trial-"
+"""Prefix of fit's scratch folders under the temporary directory: `neuron-trial-<pid>-*`."""
 
 
 def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepared | None) -> None:
@@ -38,12 +43,40 @@ def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepa
         )
         ray.tune.report(dict(metrics), checkpoint=checkpoint)
 
-    # fit's own run folder is scratch space: the reported checkpoints (in Tune's storage) and
-    # MLflow hold everything, so it stays out of the trial folder that Tune syncs.
-    with tempfile.TemporaryDirectory(prefix="neuron-trial-") as run_dir:
+    with scratch_folder() as run_dir:
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is None:
             fit(cfg, report, run_dir=run_dir, prepared=prepared)
             return
         with checkpoint.as_directory() as resume_dir:
             fit(cfg, report, run_dir=run_dir, resume_from=resume_dir, prepared=prepared)
+
+
+def scratch_folder() -> tempfile.TemporaryDirectory:
+    """fit's own run folder: scratch space, since the reported checkpoints (in Tune's storage)
+    and MLflow hold everything; kept out of the trial folder that Tune syncs.
+
+    A trial stopped by the scheduler never leaves its `with` block (Tune abandons its thread),
+    so stale folders are removed first.
+    """
+    remove_stale_scratch()
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
+def remove_stale_scratch() -> None:
+    """Remove the scratch folders of earlier trials of this (reused) actor process and of
+    processes that are gone (killed workers, lost nodes)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        owner = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and (int(owner) == os.getpid() or not _alive(int(owner))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -19,6 +19,7 @@ from ray.cluster_utils import Cluster
 
 from search.runner import run_search
 from search.tracking import MlflowTracker
+from search.trainable import remove_stale_scratch
 from tests.search.helpers import SPECS, descendants, end_processes, tiny_spec
 
 SPLIT = "synthetic_default"
@@ -87,6 +88,7 @@ def test_a_worker_node_lost_mid_study_and_every_trial_completes_from_its_checkpo
         watcher.join(timeout=30)
         ray.shutdown()
         cluster.shutdown()
+        remove_stale_scratch()  # of the trial killed with its node
     assert removed.is_set(), "the node was never removed: trials finished too fast"
 
     study, children = study_and_children(store, "node-loss")
@@ -165,6 +167,7 @@ def test_a_killed_driver_is_resumed_to_completion_with_the_same_runs(tmp_path, s
         if driver.poll() is None:
             driver.kill()
         end_processes(ray_processes)
+        remove_stale_scratch()  # of the trials killed with the driver
         log.close()
 
     assert "best trial" in resumed.stdout and "mlflow ui --backend-store-uri" in resumed.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -14,6 +15,7 @@ import yaml
 
 from search.runner import SearchSetupError, _spec_record, run_search
 from search.tracking import MlflowTracker
+from search.trainable import SCRATCH_PREFIX
 from tests.search.helpers import tiny_spec
 
 OBJECTIVE = "val/gzsl_h"
@@ -46,8 +48,12 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
 ):
     spec = tiny_spec(tmp_path, store, tiny_cache, "num_trials=8")
     before = cache_files(tiny_cache)
+    scratch_before = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
     result = run_search(spec, "asha")
     assert cache_files(tiny_cache) == before  # trials read the driver's caches, never rebuild them
+    # fit's scratch folders of stopped trials are removed; at most the last one per actor stays.
+    scratch = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) - scratch_before
+    assert len(scratch) <= spec.max_concurrent_trials
 
     tracker, study, children = study_runs(store, "asha")
     client = mlflow.MlflowClient(store)
