@@ -379,7 +379,7 @@ class Config:
         """A new Config with dotted-key overrides applied (validated like a YAML file)."""
         plain = self.to_dict()
         for key, value in overrides.items():
-            _set_dotted(plain, key, value, source="override")
+            set_dotted(plain, key, value, source="override")
         return from_dict(Config, plain, source="override")
 
 
@@ -455,17 +455,17 @@ def from_dict(cls: type, values: dict[str, Any], source: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_plain(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_plain(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def _set_dotted(plain: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+def set_dotted(plain: dict[str, Any], dotted: str, value: Any, source: str) -> None:
     parts = dotted.split(".")
     node = plain
     for depth, part in enumerate(parts):
@@ -529,10 +529,10 @@ def load_config(
         update = read_yaml(resolved)
         update.pop("base", None)
         try:
-            from_dict(Config, _merge(plain, update), source="")
+            from_dict(Config, merge_plain(plain, update), source="")
         except ConfigError as error:
             raise ConfigError(f"{resolved}: {error}") from error
-        plain = _merge(plain, update)
+        plain = merge_plain(plain, update)
         source = str(resolved)
     items = (
         overrides.items()
@@ -540,7 +540,7 @@ def load_config(
         else (parse_override(o) for o in overrides or [])
     )
     for key, value in items:
-        _set_dotted(plain, key, value, source="override")
+        set_dotted(plain, key, value, source="override")
     try:
         return from_dict(Config, plain, source="")
     except ConfigError as error:

@@ -104,6 +104,19 @@ def _log(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
+def build_once(
+    target: Path, lock: Path, build: Callable[[], Any], message: str, progress: bool
+) -> None:
+    """Build a cache entry unless it exists; the lock makes concurrent trials on a node build it
+    once while the others wait and then reuse it."""
+    if target.is_file():
+        return
+    with file_lock(lock):
+        if not target.is_file():
+            _log(progress, message)
+            build()
+
+
 # --------------------------------------------------------------------------------------------
 # Preparation: dataset, side information, split
 
@@ -149,11 +162,13 @@ def dataset_file(cfg: Config, progress: bool = False) -> Path:
         / "datasets"
         / f"synthetic-{synthetic.preset}-seed{synthetic.seed}.arrow"
     )
-    if not path.is_file():
-        with file_lock(path.with_suffix(".lock")):
-            if not path.is_file():
-                _log(progress, f"generating the synthetic dataset ({synthetic.preset}) → {path}")
-                write_synthetic(path, preset=synthetic.preset, seed=synthetic.seed)
+    build_once(
+        path,
+        path.with_suffix(".lock"),
+        lambda: write_synthetic(path, preset=synthetic.preset, seed=synthetic.seed),
+        f"generating the synthetic dataset ({synthetic.preset}) → {path}",
+        progress,
+    )
     return path
 
 
@@ -185,30 +200,33 @@ def side_information_file(cfg: Config, table: SkeletonTable, progress: bool = Fa
         }
     )
     path = Path(cfg.run.cache_dir) / "side_information" / f"{key}.pt"
-    if not path.is_file():
-        with file_lock(path.with_suffix(".lock")):
-            if not path.is_file():
-                _log(
-                    progress,
-                    f"encoding side information ({cfg.data.side_information.source}) → {path}",
-                )
-                side = load_side_information(
-                    cfg.data.side_information,
-                    table.class_names,
-                    table.info.dataset,
-                    Path(cfg.run.cache_dir),
-                )
-                with atomic_path(path) as temporary:
-                    torch.save(
-                        {
-                            "spatial": side.spatial,
-                            "temporal": side.temporal,
-                            "class_names": side.class_names,
-                            "source": side.source,
-                            "text_model": side.text_model,
-                        },
-                        temporary,
-                    )
+
+    def encode() -> None:
+        side = load_side_information(
+            cfg.data.side_information,
+            table.class_names,
+            table.info.dataset,
+            Path(cfg.run.cache_dir),
+        )
+        with atomic_path(path) as temporary:
+            torch.save(
+                {
+                    "spatial": side.spatial,
+                    "temporal": side.temporal,
+                    "class_names": side.class_names,
+                    "source": side.source,
+                    "text_model": side.text_model,
+                },
+                temporary,
+            )
+
+    build_once(
+        path,
+        path.with_suffix(".lock"),
+        encode,
+        f"encoding side information ({cfg.data.side_information.source}) → {path}",
+        progress,
+    )
     return path
 
 
@@ -552,23 +570,24 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
     key = encoder_key(cfg, path, class_split)
     encoder_dir = cache / "encoders" / key
     encoder_path = encoder_dir / "encoder.pt"
-    if not encoder_path.is_file():
-        with file_lock(encoder_dir.with_suffix(".lock")):
-            if not encoder_path.is_file():
-                _log(
-                    progress,
-                    f"stage 1: training the encoder on {len(class_split.training)} classes → {encoder_dir}",
-                )
-                pretrain_encoder(cfg, table, class_split, samples, encoder_dir, progress)
+    build_once(
+        encoder_path,
+        encoder_dir.with_suffix(".lock"),
+        lambda: pretrain_encoder(cfg, table, class_split, samples, encoder_dir, progress),
+        f"stage 1: training the encoder on {len(class_split.training)} classes → {encoder_dir}",
+        progress,
+    )
     features_key = feature_cache_key(cfg, encoder_path, samples)
     features_path = cache / "features" / f"{features_key}.arrow"
-    if not features_path.is_file():
-        with file_lock(features_path.with_suffix(".lock")):
-            if not features_path.is_file():
-                _log(progress, f"extracting the feature cache → {features_path}")
-                build_feature_cache(
-                    cfg, table, samples, encoder_path, features_path, features_key, progress
-                )
+    build_once(
+        features_path,
+        features_path.with_suffix(".lock"),
+        lambda: build_feature_cache(
+            cfg, table, samples, encoder_path, features_path, features_key, progress
+        ),
+        f"extracting the feature cache → {features_path}",
+        progress,
+    )
     return Prepared(
         dataset_path=path,
         dataset_name=table.info.dataset,

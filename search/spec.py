@@ -22,12 +22,12 @@ from typing import Any, Literal
 from neuron.config import (
     Config,
     ConfigError,
-    _merge,
-    _set_dotted,
     from_dict,
     load_config,
+    merge_plain,
     parse_override,
     read_yaml,
+    set_dotted,
     to_plain,
 )
 from neuron.splits import PUBLISHED_SPLITS
@@ -280,7 +280,7 @@ def _apply_overrides(plain: dict[str, Any], overrides: dict[str, Any], source: s
         ):
             # Give a left-out parameter a range: `space.epochs.low=2 space.epochs.high=6`.
             space[parts[1]] = _empty_range(parts[1])
-        _set_dotted(plain, key, value, source=source)
+        set_dotted(plain, key, value, source=source)
         _normalise_space(plain)
 
 
@@ -304,7 +304,7 @@ def load_search_spec(
     if isinstance(base, dict) and isinstance(base.get("config"), str):
         beside = path.parent / base["config"]
         base["config"] = str(beside.resolve()) if beside.is_file() else base["config"]
-    plain = _merge(_spec_defaults(), loaded)
+    plain = merge_plain(_spec_defaults(), loaded)
     if isinstance(loaded.get("space"), dict):
         # A parameter the file gives a range replaces the default range entirely (no stale
         # `choices` or `low` merged in from the defaults).
