@@ -4,6 +4,8 @@
 
 (a) Import throughput (sequences/s) of `nw-ucla` on the real NW-UCLA files in ../shared/data
     (when present) and of the generic `arrays` format on a generated `.npz`.
+    `ntu-raw` is timed on one process and on one per core (`workers`), on the real NTU
+    `.skeleton` samples in ../shared/data linked under 300 distinct sample names.
 (b) One epoch over every sequence of each imported dataset, read two ways in the same run:
     the Arrow file through `SkeletonTable` (memory-mapped, zero copy) and the same sequences as
     a padded dense (N, T_max, M, V, 3) float32 array saved with `np.save` and opened with
@@ -39,6 +41,17 @@ from neuron.preprocess import prepare_sequence  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NW_UCLA = SHARED_DATA / "nw_ucla" / "all_sqe"
+NTU_RAW = SHARED_DATA / "ntu_raw_samples"
+
+
+def link_ntu_samples(folder: Path, count: int) -> Path:
+    """`count` links to the real NTU samples, each under its own NTU-60 sample name."""
+    folder.mkdir()
+    samples = sorted(NTU_RAW.glob("*.skeleton"))
+    for i in range(count):
+        name = f"S001C00{1 + i % 3}P{1 + i // 60:03d}R001A{1 + i % 60:03d}.skeleton"
+        (folder / name).symlink_to(samples[i % len(samples)])
+    return folder
 
 
 def generate_arrays(path: Path, count: int, seed: int) -> None:
@@ -135,7 +148,7 @@ def import_benchmark(format: str, source: Path, out: Path, **options: Any) -> di
         "seconds": summary["seconds"],
         "sequences_per_second": summary["sequences_per_second"],
         "output_mib": out.stat().st_size / 2**20,
-    }
+    } | ({"workers": options["workers"]} if "workers" in options else {})
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -144,9 +157,15 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for entry in results["import"]:
+        workers = f", {entry['workers']} process(es)" if "workers" in entry else ""
         rows.append(
-            f"| import `{entry['format']}` ({entry['output_mib']:.1f} MiB out) | {entry['sequences']} | "
+            f"| import `{entry['format']}`{workers} ({entry['output_mib']:.1f} MiB out) | {entry['sequences']} | "
             f"{entry['sequences_per_second']:.0f} seq/s ({entry['seconds']:.2f} s) | – | – |"
+        )
+    if "ntu_raw_speedup" in results:
+        rows.append(
+            f"| import `ntu-raw`: {results['ntu_raw_speedup']['workers']} processes vs 1 | – | "
+            f"{results['ntu_raw_speedup']['ratio']:.2f}× faster | – | – |"
         )
     for entry in results["epoch"]:
         name, count = entry["dataset"], entry["sequences"]
@@ -200,6 +219,25 @@ def main(argv: list[str] | None = None) -> int:
             arrow_files.append(work / "nw_ucla.arrow")
         else:
             results["nw_ucla"] = f"skipped: {NW_UCLA} is absent"
+        if NTU_RAW.is_dir():
+            source = link_ntu_samples(work / "ntu_raw", 120 if args.quick else 300)
+            timed = [
+                import_benchmark(
+                    "ntu-raw",
+                    source,
+                    work / f"ntu_raw_{workers}.arrow",
+                    benchmark="ntu60-xsub",
+                    workers=workers,
+                )
+                for workers in (1, os.cpu_count() or 1)
+            ]
+            results["import"] += timed
+            results["ntu_raw_speedup"] = {
+                "workers": timed[1]["workers"],
+                "ratio": timed[0]["seconds"] / timed[1]["seconds"],
+            }
+        else:
+            results["ntu_raw"] = f"skipped: {NTU_RAW} is absent"
         arrays_source = work / "generated_arrays.npz"
         generate_arrays(arrays_source, 500 if args.quick else 2000, args.seed)
         classes = work / "classes.txt"

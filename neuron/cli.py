@@ -71,6 +71,7 @@ def _data_import(args: argparse.Namespace) -> int:
         joint_map_file=args.joint_map,
         progress=True,
         strict=args.strict,
+        workers=args.workers,
     )
     _print_summary(f"imported {args.format}", summary)
     return 0
@@ -246,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop at the first malformed file instead of skipping it",
     )
+    importer.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="ntu-raw: processes parsing .skeleton files (default 0: one per core, at most 8)",
+    )
     importer.set_defaults(handler=_data_import)
 
     info = data_commands.add_parser("info", help="summarise a dataset file")
@@ -285,9 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, also taking dotted overrides written after options (`... --name x lr=0.1`):
+    argparse closes a `*` positional at the first option, so later `key=value` words are
+    leftovers; they join `overrides`, and any other leftover is an error."""
+    args, rest = parser.parse_known_args(argv)
+    late = [word for word in rest if "=" in word and not word.startswith("-")]
+    unknown = [word for word in rest if word not in late]
+    if unknown or (late and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
+    if late:
+        args.overrides = [*(args.overrides or []), *late]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     from neuron.train import DivergenceError
 
     try:

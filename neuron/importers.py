@@ -65,7 +65,11 @@ Formats (`IMPORT_FORMATS`):
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import json
+import multiprocessing
+import os
 import re
 import sys
 import time
@@ -528,7 +532,7 @@ def _read_missing_lists(source: Path) -> dict[str, str]:
 
 
 def _plan_ntu_raw(
-    source: Path, benchmark: str | None, class_names_file: str | Path | None
+    source: Path, benchmark: str | None, class_names_file: str | Path | None, workers: int = 1
 ) -> _ImportPlan:
     ntu_benchmarks = [name for name in BENCHMARK_NAMES if name.startswith("ntu")]
     if benchmark not in ntu_benchmarks:
@@ -544,7 +548,8 @@ def _plan_ntu_raw(
         dataset=dataset, class_names=class_names, source="ntu-raw", benchmark=benchmark
     )
 
-    def items() -> Iterator[SequenceRecord | SkippedItem]:
+    def decisions() -> Iterator[SkippedItem | tuple[Path, dict[str, Any]]]:
+        """File order: a skip decided from the name alone, or a file to read with its fields."""
         first_path: dict[str, Path] = {}
         for path in files:
             match = NTU_SAMPLE_NAME.fullmatch(path.stem)
@@ -569,25 +574,80 @@ def _plan_ntu_raw(
                 raise DatasetError(
                     f"{path.name}: action A{action:03d} but {dataset} has {len(class_names)} classes"
                 )
-            try:
-                skeleton = read_ntu_skeleton(path)
-            except DatasetError as error:
-                yield SkippedItem(path.name, str(error), malformed=True)
-                continue
-            if not skeleton.tracked.any():
-                yield SkippedItem(path.name, "no body in any frame")
-                continue
-            yield SequenceRecord(
-                sample_id=path.stem,
-                label=action - 1,
-                joints=select_bodies(skeleton, max_bodies=2),
-                partition=partition_of(benchmark, performer, camera, setup),
-                subject=performer,
-                view=camera,
-                setup=setup,
+            yield (
+                path,
+                {
+                    "sample_id": path.stem,
+                    "label": action - 1,
+                    "partition": partition_of(benchmark, performer, camera, setup),
+                    "subject": performer,
+                    "view": camera,
+                    "setup": setup,
+                },
             )
 
+    def items() -> Iterator[SequenceRecord | SkippedItem]:
+        planned = list(decisions())
+        to_read = [entry[0] for entry in planned if not isinstance(entry, SkippedItem)]
+        read = ordered_map(_read_ntu_sequence, to_read, workers)
+        for entry in planned:
+            if isinstance(entry, SkippedItem):
+                yield entry
+                continue
+            path, fields = entry
+            joints = next(read)
+            if isinstance(joints, SkippedItem):
+                yield joints
+            else:
+                yield SequenceRecord(joints=joints, **fields)
+
     return _ImportPlan(info=info, total=len(files), items=items())
+
+
+def _read_ntu_sequence(path: Path) -> np.ndarray | SkippedItem:
+    """The kept bodies of one `.skeleton` file (T, M<=2, 25, 3), or why it is skipped."""
+    try:
+        skeleton = read_ntu_skeleton(path)
+    except DatasetError as error:
+        return SkippedItem(path.name, str(error), malformed=True)
+    if not skeleton.tracked.any():
+        return SkippedItem(path.name, "no body in any frame")
+    return select_bodies(skeleton, max_bodies=2)
+
+
+def ordered_map(
+    function: Callable[[Any], Any],
+    items: Sequence[Any],
+    workers: int,
+    ahead: int = 8,
+    min_items: int = 64,
+) -> Iterator[Any]:
+    """`map(function, items)` on `workers` processes, in order, lazily: at most `ahead` chunks
+    per worker are in flight, so a slow consumer never holds the whole dataset in memory.
+    `workers <= 1`, or fewer than `min_items` items (not worth starting processes), maps in
+    this process. `function` must be a module-level function (it is pickled)."""
+    if workers <= 1 or len(items) < min_items:
+        yield from map(function, items)
+        return
+    chunk = max(1, min(64, len(items) // (workers * ahead) or 1))
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    # fork: the workers start in milliseconds and inherit `function`; spawn elsewhere.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque[concurrent.futures.Future] = deque()
+        upcoming = iter(chunks)
+        for part in itertools.islice(upcoming, workers * ahead):
+            pending.append(pool.submit(_map_chunk, function, part))
+        while pending:
+            results = pending.popleft().result()
+            for part in itertools.islice(upcoming, 1):
+                pending.append(pool.submit(_map_chunk, function, part))
+            yield from results
+
+
+def _map_chunk(function: Callable[[Any], Any], part: Sequence[Any]) -> list[Any]:
+    return [function(item) for item in part]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1211,12 +1271,14 @@ def import_dataset(
     joint_map_file: str | Path | None = None,
     progress: bool = True,
     strict: bool = False,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Import SOURCE in `format` (one of IMPORT_FORMATS) into the dataset file OUT.
 
     OUT (`.arrow` or `.parquet`; `.arrow` for `synse-features`) appears only if the import
     succeeds. Malformed items are skipped and listed in the summary unless `strict`, which
-    stops at the first one. Returns a JSON-serialisable summary: format, source, output,
+    stops at the first one. `workers` processes parse raw `.skeleton` files (`ntu-raw`;
+    0: one per CPU core, at most 8); the output is identical for any number. Returns a JSON-serialisable summary: format, source, output,
     dataset, benchmark, classes, sequences (written), train, test, skipped (list of
     {item, reason}), skipped_count, seconds, sequences_per_second.
     """
@@ -1237,7 +1299,9 @@ def import_dataset(
     if out.suffix not in (".arrow", ".parquet"):
         raise DatasetError(f"{out}: the output must end in .arrow (memory-mappable) or .parquet")
     plans: dict[str, Callable[[], _ImportPlan]] = {
-        "ntu-raw": lambda: _plan_ntu_raw(source, benchmark, class_names_file),
+        "ntu-raw": lambda: _plan_ntu_raw(
+            source, benchmark, class_names_file, workers or min(os.cpu_count() or 1, 8)
+        ),
         "ntu-npz": lambda: _plan_preprocessed_npz(format, source, benchmark, class_names_file),
         "pku-npz": lambda: _plan_preprocessed_npz(format, source, benchmark, class_names_file),
         "nw-ucla": lambda: _plan_nw_ucla(source, benchmark, class_names_file),

@@ -878,6 +878,17 @@ def fit(
         best, parity_best, start_epoch = state["best"], state["parity_best"], state["epoch"] + 1
     chance = chance_levels(len(split.unseen), len(split.training))
     metrics: dict[str, float] = {}
+    if start_epoch > cfg.train.epochs:
+        # A run that finished but whose last report may not have reached its consumer (a search
+        # driver killed right after the final epoch): report the stored final metrics again.
+        metrics = dict(state.get("final_metrics") or {})
+        if not metrics:
+            raise CheckpointError(
+                f"{resume_from}: this checkpoint finished all {cfg.train.epochs} epochs but holds "
+                "no final metrics (written by an older version); start a new run"
+            )
+        if report is not None:
+            report(metrics, None)
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         started = time.perf_counter()
         metrics = {"epoch": float(epoch), "lr": optimizer.param_groups[0]["lr"]}
@@ -912,17 +923,13 @@ def fit(
         if epoch == cfg.train.epochs:
             metrics |= _final_metrics(cfg, head, source, text, split, best, parity_best, chance)
         checkpoint = _save_checkpoint(
-            cfg, run_dir, epoch, head, optimizer, scheduler, best, parity_best
+            cfg, run_dir, epoch, head, optimizer, scheduler, best, parity_best, metrics
         )
         if report is not None:
             report(metrics, checkpoint)
         for old in run_dir.glob("checkpoints/epoch-*"):
             if old != checkpoint:
                 shutil.rmtree(old, ignore_errors=True)
-    if start_epoch > cfg.train.epochs:
-        raise CheckpointError(
-            f"{resume_from}: this checkpoint already finished all {cfg.train.epochs} epochs"
-        )
     final = {
         k: v
         for k, v in metrics.items()
@@ -977,7 +984,10 @@ def _save_checkpoint(
     scheduler: Any,
     best: dict[str, Any],
     parity_best: dict[str, float],
+    metrics: dict[str, float],
 ) -> Path:
+    """The epoch's resumable state; the last epoch's also keeps its reported metrics, so a
+    finished run resumed again re-reports them instead of training further."""
     checkpoint = run_dir / "checkpoints" / f"epoch-{epoch:04d}"
     with atomic_path(checkpoint) as temporary:
         temporary.mkdir()
@@ -991,6 +1001,7 @@ def _save_checkpoint(
                 "parity_best": parity_best,
                 "config": cfg.to_dict(),
                 "version": __version__,
+                "final_metrics": dict(metrics) if epoch == cfg.train.epochs else None,
             },
             _state_path(temporary),
         )

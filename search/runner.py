@@ -215,15 +215,22 @@ class SearchResult:
     objective: str
     tracking_uri: str
     experiment: str
+    experiment_id: str
     search_run_id: str | None
     optuna_storage: str
     storage_path: str
     studies: tuple[StudyResult, ...]
 
     def mlflow_ui_command(self) -> str:
+        """How to see the runs: the server's runs page, or the `mlflow ui` command for a local
+        store and the page to open once it runs (runs table, studies expand to their trials)."""
+        page = f"#/experiments/{self.experiment_id}/runs"
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri} (experiment {self.experiment!r})"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+            return f"open {self.tracking_uri.rstrip('/')}/{page}"
+        return (
+            f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000\n"
+            f"  then open http://127.0.0.1:5000/{page}"
+        )
 
     def summary(self) -> str:
         lines = [
@@ -384,6 +391,7 @@ def run_search(
         objective=spec.objective.metric,
         tracking_uri=tracking_uri,
         experiment=spec.experiment,
+        experiment_id=tracker.experiment_id,
         search_run_id=search.search_run_id,
         optuna_storage=search.optuna_storage,
         storage_path=search.storage,

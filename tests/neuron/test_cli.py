@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuron.cli import build_parser, main
+from neuron.cli import build_parser, main, parse_arguments
 from neuron.dataset import open_dataset
 
 
@@ -36,6 +36,22 @@ def test_search_is_registered_through_the_entry_point() -> None:
     parser = build_parser()
     args = parser.parse_args(["search", "search/specs/tiny.yaml"])
     assert callable(args.handler)
+
+
+def test_overrides_may_follow_options(capsys) -> None:
+    parser = build_parser()
+    args = parse_arguments(
+        parser, ["train", "tiny", "train.lr=0.5", "--name", "x", "train.epochs=2", "run.seed=3"]
+    )
+    assert args.overrides == ["train.lr=0.5", "train.epochs=2", "run.seed=3"]
+    assert args.name == "x"
+    search = parse_arguments(parser, ["search", "s.yaml", "--name", "n", "num_trials=2"])
+    assert search.overrides == ["num_trials=2"] and search.name == "n"
+    for argv in (["train", "tiny", "--name", "x", "stray"], ["data", "info", "d.arrow", "a=1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_arguments(parser, argv)
+        assert exit_info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_data_synth_then_info(tmp_path: Path, capsys) -> None:

@@ -35,6 +35,16 @@ def test_dotted_overrides_are_parsed_as_yaml_values() -> None:
     assert config.model.temporal_windows == (1, 2, 8)
 
 
+def test_exponent_numbers_without_a_dot_are_floats(tmp_path) -> None:
+    # PyYAML's YAML 1.1 rules read `1e-3` as a string; configs read it as a number.
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    config = load_config(path, ["train.epochs=2", "eval.gamma_grid=[1e-2, 1e1]"])
+    assert config.train.lr == 0.001 and config.train.weight_decay == 0.0005
+    assert config.eval.gamma_grid == (0.01, 10.0)
+    assert load_config(path, ["run.output_dir=1e3x"]).run.output_dir == "1e3x"
+
+
 def test_compression_that_drops_every_prototype_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"compression_per_step=3.*keep -1 prototypes.*<= 2"):
         load_config("tiny", ["model.compression_per_step=3"])

@@ -208,6 +208,33 @@ def test_ntu_raw_import_round_trip_and_skips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(table.sequence(0), expected)
 
 
+def test_ntu_raw_import_on_several_processes_equals_one(tmp_path: Path) -> None:
+    folder = _ntu_folder(tmp_path)
+    rng = np.random.default_rng(4)
+    for i in range(1, 81):  # enough files for the process pool (ordered_map's min_items)
+        frames = [[(str(i), _float32_values(rng, (25, 3)))] for _ in range(1 + i % 7)]
+        name = f"S003C00{1 + i % 3}P{1 + i % 40:03d}R{1 + i // 40:03d}A{1 + i % 60:03d}"
+        write_skeleton(folder / f"{name}.skeleton", frames)
+    (folder / "S003C001P039R009A002.skeleton").write_text("2\n1\nbroken\n")
+    summaries, tables = [], []
+    for workers in (1, 2):
+        out = tmp_path / f"ntu-{workers}.arrow"
+        summaries.append(
+            import_dataset(
+                "ntu-raw", folder, out, benchmark="ntu60-xsub", progress=False, workers=workers
+            )
+        )
+        tables.append(SkeletonTable(out))
+    one, two = tables
+    assert summaries[0]["sequences"] == summaries[1]["sequences"] == 82
+    assert summaries[0]["skipped"] == summaries[1]["skipped"]
+    assert len(summaries[0]["skipped"]) == 4  # missing list, no body, two malformed
+    assert one.sample_ids == two.sample_ids and one.labels.tolist() == two.labels.tolist()
+    assert one.partition.tolist() == two.partition.tolist()
+    for row in range(len(one.sample_ids)):
+        np.testing.assert_array_equal(one.sequence(row), two.sequence(row))
+
+
 def test_ntu_raw_strict_import_stops_and_leaves_nothing(tmp_path: Path) -> None:
     folder = _ntu_folder(tmp_path)
     out_folder = tmp_path / "out"
@@ -242,7 +269,7 @@ def test_ntu_raw_failure_midway_leaves_nothing(
     out = tmp_path / "out" / "ntu.arrow"
     out.parent.mkdir()
     with pytest.raises(RuntimeError, match="disk vanished"):
-        import_dataset("ntu-raw", folder, out, benchmark="ntu60-xsub", progress=False)
+        import_dataset("ntu-raw", folder, out, benchmark="ntu60-xsub", progress=False, workers=1)
     assert len(calls) == 2
     assert _leftovers(out.parent) == []
 

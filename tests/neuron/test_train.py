@@ -122,6 +122,13 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path: Path) -> None:
     assert resumed.metrics == full.metrics
     assert resumed_reports[-1][0]["train/loss"] == full_reports[-1][0]["train/loss"]
 
+    # A finished run resumed from its last checkpoint (a search driver killed after the final
+    # report) trains nothing and re-reports the final metrics.
+    last = saved / f"epoch-{cfg.train.epochs:04d}"
+    again, again_reports, _ = _fit(cfg, prepared, tmp_path / "again", resume_from=last)
+    assert [(m, c) for m, c in again_reports] == [(full_reports[-1][0], None)]
+    assert again.metrics == full.metrics and again.best_epoch == full.best_epoch
+
 
 def test_selection_is_on_validation_and_test_is_evaluated_once(tiny, tmp_path: Path) -> None:
     cfg, prepared = tiny

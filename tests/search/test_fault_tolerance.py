@@ -179,7 +179,8 @@ def test_a_killed_driver_is_resumed_to_completion_with_the_same_runs(tmp_path, s
     assert all(c.info.status != "RUNNING" for c in children)
     live = [c for c in children if not c.data.tags["neuron.status"].startswith("lost")]
     assert len(live) == 4
-    assert all(c.data.tags["neuron.status"] == "completed" for c in live)
+    statuses = [c.data.tags["neuron.status"] for c in live]
+    assert statuses == ["completed"] * 4, statuses
     client = mlflow.MlflowClient(store)
     for child in live:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/gzsl_h")]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import http.server
 import pickle
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +25,7 @@ from search.tracking import (
     check_tracking_uri,
     error_reason,
 )
-from tests.search.helpers import descendants, end_processes
+from tests.search.helpers import mlflow_server
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OBJECTIVE = "val/gzsl_h"
@@ -398,39 +395,7 @@ def test_an_interrupted_study_is_suspended_and_reopened_by_the_resume(store, tmp
 
 @pytest.mark.slow
 def test_a_loopback_tracking_server_receives_runs_metrics_and_artifacts(tmp_path, mlflow_template):
-    shutil.copy(mlflow_template, tmp_path / "server.db")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children: list[int] = []
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                check_tracking_uri(uri, timeout_s=2)
-                break
-            except TrackingError:
-                assert server.poll() is None and time.monotonic() < deadline, (
-                    "mlflow server did not start"
-                )
-                time.sleep(1)
-        children = descendants(server.pid)
+    with mlflow_server(tmp_path, mlflow_template) as uri:
         tracker = MlflowTracker(uri, "server-test")
         study = study_info(tmp_path, search="served")
         study_run = tracker.start_study(study, None)
@@ -448,10 +413,3 @@ def test_a_loopback_tracking_server_receives_runs_metrics_and_artifacts(tmp_path
         config_yaml = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
         assert yaml.safe_load(Path(config_yaml).read_text())["train"]["lr"] == 0.05
         assert list((tmp_path / "artifacts").rglob("config.yaml"))  # stored by the server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        end_processes(children)
