@@ -832,11 +832,16 @@ def fit(
     resume_from: str | Path | None = None,
     prepared: Prepared | None = None,
     progress: bool = False,
+    replay: bool = False,
 ) -> FitResult:
     """Stage 2. Per epoch: train, validate on pseudo-unseen classes, checkpoint, report.
 
     After the last epoch, the epoch chosen by `eval.selection_metric` is evaluated once on the
     unseen test classes; those metrics ride on the last report and are returned.
+
+    Resuming from a checkpoint of the last epoch trains nothing and reports that epoch's metrics
+    again (its consumer may have missed them). `replay` also reports the checkpoint's epoch
+    first when epochs remain (a checkpoint whose report may never have been received).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -878,14 +883,14 @@ def fit(
         best, parity_best, start_epoch = state["best"], state["parity_best"], state["epoch"] + 1
     chance = chance_levels(len(split.unseen), len(split.training))
     metrics: dict[str, float] = {}
-    if start_epoch > cfg.train.epochs:
-        # A run that finished but whose last report may not have reached its consumer (a search
-        # driver killed right after the final epoch): report the stored final metrics again.
-        metrics = dict(state.get("final_metrics") or {})
+    if resume_from is not None and (replay or start_epoch > cfg.train.epochs):
+        # A report that may not have reached its consumer (a search driver killed after the
+        # checkpoint was stored): report the checkpoint's metrics again.
+        metrics = dict(state.get("metrics") or {})
         if not metrics:
             raise CheckpointError(
-                f"{resume_from}: this checkpoint finished all {cfg.train.epochs} epochs but holds "
-                "no final metrics (written by an older version); start a new run"
+                f"{resume_from}: this checkpoint holds no metrics to report again (written by "
+                "an older version); start a new run"
             )
         if report is not None:
             report(metrics, None)
@@ -986,8 +991,8 @@ def _save_checkpoint(
     parity_best: dict[str, float],
     metrics: dict[str, float],
 ) -> Path:
-    """The epoch's resumable state; the last epoch's also keeps its reported metrics, so a
-    finished run resumed again re-reports them instead of training further."""
+    """The epoch's resumable state and the metrics reported with it (reported again when a
+    finished run is resumed, or on `replay`)."""
     checkpoint = run_dir / "checkpoints" / f"epoch-{epoch:04d}"
     with atomic_path(checkpoint) as temporary:
         temporary.mkdir()
@@ -1001,7 +1006,7 @@ def _save_checkpoint(
                 "parity_best": parity_best,
                 "config": cfg.to_dict(),
                 "version": __version__,
-                "final_metrics": dict(metrics) if epoch == cfg.train.epochs else None,
+                "metrics": dict(metrics),
             },
             _state_path(temporary),
         )

@@ -13,8 +13,9 @@
    `search.space.define_space`, study persisted in `<output_dir>/<name>/optuna.db` so
    `optuna-dashboard` can open it and `--resume` continues it), ASHA / no scheduler /
    HyperBandForBOHB, `max_concurrent_trials`, `reuse_actors=True`, per-epoch checkpoints under
-   `<storage_path>/<name>/<split>` (2 kept) and `FailureConfig(max_failures)`: a trial whose node
-   dies resumes from its last checkpoint elsewhere.
+   `<storage_path>/<name>/<split>` (2 kept, and repaired after a driver crash, by
+   `search.checkpoints.CheckpointKeeper`) and `FailureConfig(max_failures)`: a trial whose node
+   dies resumes from its last checkpoint elsewhere. Schedulers count fidelity in `epoch`.
 4. `TrackingCallback` writes the MLflow runs from the driver (search.tracking).
 
 Trials stopped early by ASHA and TPE. Ray's `OptunaSearch` tells Optuna the LAST result of a
@@ -50,6 +51,7 @@ continue with --resume") and `SearchInterrupted` is raised (`neuron search` exit
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import json
@@ -70,6 +72,7 @@ from ray.tune.search.optuna import OptunaSearch
 from neuron.atomic import write_text_atomic
 from neuron.config import Config, EvalConfig, to_plain
 from neuron.train import prepare
+from search.checkpoints import CheckpointKeeper
 from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec
 from search.tracking import (
@@ -128,7 +131,7 @@ class NeuronOptunaSearch(OptunaSearch):
         # value and depth only, and one SQLite write per epoch would hold up every trial (each
         # waits for the driver to process its last report). The full curves are in MLflow.
         self._last_result[trial_id] = (
-            int(result["training_iteration"]),
+            int(result.get("epoch", result["training_iteration"])),
             float(result[self.metric]),
         )
 
@@ -137,6 +140,13 @@ class NeuronOptunaSearch(OptunaSearch):
     ) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        # A killed driver may have told Optuna how this trial ended after its last saved
+        # experiment state; the restored trial then ends again. The first answer stands.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self._tell(trial_id, result, error)
+        self._completed_trials.add(trial_id)
+
+    def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
         if trial_id in self._last_result:
             step, value = self._last_result.pop(trial_id)
@@ -154,7 +164,6 @@ class NeuronOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.PRUNED
         ot_trial.set_user_attr("status", status)
         self._ot_study.tell(ot_trial, value, state=state)
-        self._completed_trials.add(trial_id)
 
     # HyperBandForBOHB pauses and resumes trials through these (TuneBOHB-specific hooks); TPE
     # needs no bookkeeping for them.
@@ -174,7 +183,7 @@ def make_scheduler(spec: SearchSpec, epochs: int) -> TrialScheduler:
     match spec.scheduler.name:
         case "asha":
             return ASHAScheduler(
-                time_attr="training_iteration",
+                time_attr="epoch",
                 metric=metric,
                 mode=mode,
                 max_t=epochs,
@@ -183,7 +192,7 @@ def make_scheduler(spec: SearchSpec, epochs: int) -> TrialScheduler:
             )
         case "hyperband_bohb":
             return HyperBandForBOHB(
-                time_attr="training_iteration",
+                time_attr="epoch",
                 metric=metric,
                 mode=mode,
                 max_t=epochs,
@@ -435,9 +444,6 @@ def _run_study(search: _Search, split: str) -> StudyResult:
     )
     experiment_path = f"{search.storage}/{split}"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table below
-    # num_to_keep forces an experiment snapshot whenever a trial has checkpointed twice (so the
-    # state never points at a deleted checkpoint); with short epochs Tune warns about each one.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     bohb = spec.scheduler.name == "hyperband_bohb"
     pending = spec.pending_trials or (spec.max_concurrent_trials if bohb else None)
     if pending is not None:
@@ -454,8 +460,13 @@ def _run_study(search: _Search, split: str) -> StudyResult:
                 name=split,
                 storage_path=search.storage,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TrackingCallback(search.tracker, study, study_run_id)],
+                # Tune keeps every checkpoint it knows of; CheckpointKeeper prunes them to two
+                # and repairs restored trials (search/checkpoints.py says why).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                callbacks=[
+                    CheckpointKeeper(),
+                    TrackingCallback(search.tracker, study, study_run_id),
+                ],
                 progress_reporter=tune.CLIReporter(
                     metric_columns=["epoch", "train/loss", spec.objective.metric],
                     parameter_columns=[p for p in TABLE_PARAMETERS if p in spec.space.searched()],

@@ -18,6 +18,7 @@ import ray.tune
 
 from neuron.config import config_from_plain
 from neuron.train import Prepared, fit
+from search.checkpoints import REPLAY_MARKER
 
 SCRATCH_PREFIX = "neuron-trial-"
 """Prefix of fit's scratch folders under the temporary directory: `neuron-trial-<pid>-*`."""
@@ -49,7 +50,15 @@ def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepa
             fit(cfg, report, run_dir=run_dir, prepared=prepared)
             return
         with checkpoint.as_directory() as resume_dir:
-            fit(cfg, report, run_dir=run_dir, resume_from=resume_dir, prepared=prepared)
+            replay = (Path(resume_dir) / REPLAY_MARKER).is_file()
+            fit(
+                cfg,
+                report,
+                run_dir=run_dir,
+                resume_from=resume_dir,
+                prepared=prepared,
+                replay=replay,
+            )
 
 
 def scratch_folder() -> tempfile.TemporaryDirectory:

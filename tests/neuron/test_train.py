@@ -129,6 +129,14 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path: Path) -> None:
     assert [(m, c) for m, c in again_reports] == [(full_reports[-1][0], None)]
     assert again.metrics == full.metrics and again.best_epoch == full.best_epoch
 
+    # replay: the checkpoint's own epoch is reported again first, then training goes on.
+    replayed, replayed_reports, _ = _fit(
+        cfg, prepared, tmp_path / "replayed", resume_from=saved / "epoch-0001", replay=True
+    )
+    assert replayed_reports[0] == (full_reports[0][0], None)
+    assert [int(m["epoch"]) for m, _ in replayed_reports] == list(range(1, cfg.train.epochs + 1))
+    assert replayed.metrics == full.metrics
+
 
 def test_selection_is_on_validation_and_test_is_evaluated_once(tiny, tmp_path: Path) -> None:
     cfg, prepared = tiny

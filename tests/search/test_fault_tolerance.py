@@ -41,6 +41,35 @@ def checkpointed(experiment: Path, epoch_index: int) -> set[str]:
     }
 
 
+def recorded_checkpoints(experiment: Path) -> dict[str, str]:
+    """Running trial id → the checkpoint folder the newest saved experiment state names."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (json.JSONDecodeError, KeyError):
+        return {}  # being written
+    recorded = {}
+    for trial_json, metadata_json in trial_data:
+        trial, metadata = json.loads(trial_json), json.loads(metadata_json)
+        name = (metadata.get("last_result") or {}).get("checkpoint_dir_name")
+        if trial["status"] == "RUNNING" and name:
+            recorded[trial["trial_id"]] = name
+    return recorded
+
+
+def prune_like_a_killed_driver(experiment: Path, recorded: dict[str, str]) -> None:
+    """What a driver killed between Tune's checkpoint pruning and its forced state snapshot
+    leaves: a newer checkpoint on storage, and the one the state names deleted."""
+    for trial_id, name in recorded.items():
+        trial_dir = experiment / f"trial_{trial_id}"
+        if (trial_dir / name).is_dir():  # else already pruned since the state was saved
+            newest = max(int(p.name.rsplit("_", 1)[1]) for p in trial_dir.glob("checkpoint_*"))
+            (trial_dir / name).rename(trial_dir / f"checkpoint_{newest + 1:06d}")
+        assert not (trial_dir / name).exists()
+
+
 def last_result(trial_dir: Path) -> dict:
     lines = (trial_dir / "result.json").read_text().strip().splitlines()
     return json.loads(lines[-1])
@@ -134,21 +163,30 @@ def test_a_killed_driver_is_resumed_to_completion_with_the_same_runs(tmp_path, s
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     experiment = tmp_path / "out" / "killed" / SPLIT
     log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # Tune saves its experiment state every 10 s by default: sooner here, so the state names a
+    # running trial's checkpoint before these short trials end.
+    driver = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env | {"TUNE_GLOBAL_CHECKPOINT_S": "0.5"},
+    )
     ray_processes: list[int] = []
     try:
         deadline = time.monotonic() + 300
-        while not (
-            list(experiment.glob("experiment_state-*.json")) and checkpointed(experiment, 2)
-        ):
+        while not recorded_checkpoints(experiment):
             assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial checkpoint within 300 s"
-            time.sleep(0.2)
+            time.sleep(0.1)
         ray_processes = descendants(driver.pid)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
         # The dead driver's local Ray instance: end what it left behind, by pid.
         end_processes(ray_processes)
+        # The worst moment to die: the saved state names checkpoints Tune already deleted.
+        recorded = recorded_checkpoints(experiment)
+        assert recorded
+        prune_like_a_killed_driver(experiment, recorded)
 
         study, children = study_and_children(store, "killed")
         assert study.info.status == "RUNNING"
