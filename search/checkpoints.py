@@ -11,11 +11,11 @@ So Tune keeps every checkpoint it knows of, and `CheckpointKeeper` does the rest
 - after each reported checkpoint, it deletes the trial's other checkpoint folders except the one
   reported before it (two kept, as before);
 - before a restored trial starts, a missing recorded checkpoint is replaced by a copy of the
-  trial's most recently written one. Every checkpoint `fit` writes holds the whole training state (head,
-  optimiser, scheduler, epoch, selection state), so a newer checkpoint of the same trial is a
-  valid, further-along substitute. The copy carries `REPLAY_MARKER`: the trial first reports the
-  copied checkpoint's epoch again (the dead driver may never have received it; the tracking
-  callback skips epochs MLflow already holds), then trains on from there.
+  trial's most recently written one. Every checkpoint `fit` writes holds the whole training
+  state (head, optimiser, scheduler, epoch, selection state), so a newer checkpoint of the same
+  trial is a valid, further-along substitute. The copy carries `REPLAY_MARKER`: the trial
+  first reports the copied checkpoint's epoch again (the dead driver may never have received
+  it; the tracking callback skips epochs MLflow already holds), then trains on from there.
 """
 
 from __future__ import annotations
