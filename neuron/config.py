@@ -323,6 +323,20 @@ class RunConfig:
     """Shared cache of datasets, encoder checkpoints, feature caches and text embeddings."""
     num_workers: int = 0
     """DataLoader workers for stage 1 and the encoder path."""
+    cache_on_device: Literal["auto", "always", "never"] = "auto"
+    """On CUDA, stage 2 from the feature cache: `always` copies the whole cache to the GPU once
+    (batches are then gathered there), `never` copies each batch from the memory-mapped file,
+    `auto` copies the whole cache when it takes at most a quarter of this run's share of the
+    GPU memory (`gpu_fraction`). Same numbers either way."""
+    gpu_fraction: float = 1.0
+    """Share of one GPU this run may use (a search sets it from `resources.gpu`, e.g. 0.25 when
+    four trials share a GPU)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            0 < self.gpu_fraction <= 1,
+            f"run.gpu_fraction={self.gpu_fraction}: must be in (0, 1]",
+        )
 
 
 @dataclass(frozen=True)

@@ -613,6 +613,21 @@ class FitResult:
     classes: dict[str, Any]
 
 
+DEVICE_CACHE_SHARE = 0.25
+"""`run.cache_on_device: auto` copies the feature cache to the GPU when it takes at most this
+share of the run's part of the GPU memory (the rest is the head, its activations and the
+framework's own allocations)."""
+
+
+def cache_fits_on_device(
+    mode: str, cache_bytes: int, device_bytes: int, gpu_fraction: float
+) -> bool:
+    """Whether stage 2 copies the whole feature cache to the GPU (`run.cache_on_device`)."""
+    if mode != "auto":
+        return mode == "always"
+    return cache_bytes <= DEVICE_CACHE_SHARE * device_bytes * gpu_fraction
+
+
 class FeatureSource:
     """Where stage 2 gets its features: the memory-mapped cache, or the frozen encoder."""
 
@@ -626,7 +641,16 @@ class FeatureSource:
             )
         self.encoder = None
         self.on_device: tuple[torch.Tensor, torch.Tensor] | None = None
-        if cfg.train.path == "cache" and device.type == "cuda":
+        if (
+            cfg.train.path == "cache"
+            and device.type == "cuda"
+            and cache_fits_on_device(
+                cfg.run.cache_on_device,
+                self.table.nbytes(),
+                torch.cuda.get_device_properties(device).total_memory,
+                cfg.run.gpu_fraction,
+            )
+        ):
             # One host→device copy per trial; batches are then gathered on the GPU.
             every = np.arange(len(self.table))
             joint, frame = self.table.gather(every)

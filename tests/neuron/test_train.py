@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from neuron.cli import main
-from neuron.config import load_config
+from neuron.config import ConfigError, load_config
 from neuron.features import open_feature_table
 from neuron.train import (
     CheckpointError,
     DivergenceError,
     FeatureSource,
     build_head,
+    cache_fits_on_device,
     fit,
     load_side_information_file,
     predict_logits,
@@ -224,3 +225,14 @@ def test_pinned_losses_of_the_tiny_run(tiny, tmp_path: Path) -> None:
     assert losses == pytest.approx(
         [2.5782515012300933, 2.57540425153879, 2.5758618428156925], rel=1e-5
     )
+
+
+def test_the_feature_cache_goes_to_the_gpu_only_when_it_fits_the_runs_share() -> None:
+    gib = 2**30
+    assert cache_fits_on_device("auto", 5 * gib, 80 * gib, 1.0)  # 5 GiB of 80: copy once
+    assert not cache_fits_on_device("auto", 6 * gib, 80 * gib, 0.25)  # over 1/4 of a 20 GiB share
+    assert cache_fits_on_device("auto", 5 * gib, 80 * gib, 0.25)
+    assert cache_fits_on_device("always", 100 * gib, 80 * gib, 0.25)
+    assert not cache_fits_on_device("never", 1, 80 * gib, 1.0)
+    with pytest.raises(ConfigError, match=r"run\.gpu_fraction=0\.0: must be in \(0, 1\]"):
+        load_config("tiny", ["run.gpu_fraction=0"])

@@ -142,3 +142,14 @@ def test_defaults_resolve_the_storage_and_tracking_store_under_the_output_dir(tm
 def test_a_test_objective_is_refused_in_code_too():
     with pytest.raises(ConfigError, match="test metrics"):
         ObjectiveSpec("test/gzsl_h")
+
+
+def test_trials_inherit_threads_device_and_gpu_share_from_the_resources() -> None:
+    from search.runner import study_base
+
+    shared = load_search_spec(SPECS / "ntu60.yaml")  # 0.25 GPU and 2 CPUs per trial
+    config = study_base(shared, shared.split_names[0])
+    assert (config.run.device, config.run.gpu_fraction, config.run.threads) == ("cuda", 0.25, 2)
+    cpu_only = load_search_spec(SPECS / "tiny.yaml")
+    config = study_base(cpu_only, cpu_only.split_names[0])
+    assert (config.run.device, config.run.gpu_fraction, config.run.threads) == ("cpu", 1.0, 1)
