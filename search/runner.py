@@ -376,9 +376,11 @@ def run_search(
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        cluster = address or spec.address
+        cluster = address or spec.address or os.environ.get("RAY_ADDRESS")
         try:
-            ray.init(address=cluster)
+            # "local": a new instance of our own, never a cluster that a `ray start` on this
+            # machine left behind (ray.init(address=None) would join the latest one).
+            ray.init(address=cluster or "local")
         except ConnectionError as error:
             raise SearchSetupError(
                 f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "

@@ -24,7 +24,7 @@ OBJECTIVE = "val/gzsl_h"
 @pytest.fixture(scope="module")
 def local_ray():
     """One 2-CPU Ray instance for the module (run_search reuses an initialised Ray)."""
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 
