@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from neuron.config import load_config
-from neuron.train import fit, prepare
+from neuron.prepare import prepare
+from neuron.train import fit
 
 PINNED = Path(__file__).parent / "pinned" / "tiny_run.json"
 CONTINUOUS = ("train/loss", "lr", "gzsl_gamma")
