@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neuron.train import fit, prepare
+from neuron.prepare import prepare
+from neuron.train import fit
 from search.runner import run_search, study_base
 from search.space import IntRange, SpaceRanges
 from search.spec import SearchSpec, load_search_spec

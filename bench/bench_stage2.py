@@ -24,16 +24,12 @@ import numpy as np
 import torch
 
 from neuron.config import load_config
+from neuron.device import resolve_device
 from neuron.encoder import encoder_flops
+from neuron.extract import FeatureSource
 from neuron.model import head_flops
-from neuron.train import (
-    FeatureSource,
-    build_head,
-    load_side_information_file,
-    prepare,
-    resolve_device,
-    train_one_epoch,
-)
+from neuron.prepare import load_side_information_file, prepare
+from neuron.train import build_head, train_one_epoch
 
 
 def main() -> None:

@@ -19,14 +19,10 @@ import time
 import torch
 
 from neuron.config import load_config
+from neuron.extract import FeatureSource
 from neuron.model import head_flops
-from neuron.train import (
-    FeatureSource,
-    build_head,
-    load_side_information_file,
-    prepare,
-    train_one_epoch,
-)
+from neuron.prepare import load_side_information_file, prepare
+from neuron.train import build_head, train_one_epoch
 
 BF16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 

@@ -97,7 +97,8 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from neuron.dataset import open_dataset
-    from neuron.train import dataset_file, encoder_key, pretrain_encoder, split_samples
+    from neuron.prepare import dataset_file, split_samples
+    from neuron.pretrain import encoder_key, pretrain_encoder
 
     cfg = _load(args)
     path = dataset_file(cfg, progress=True)
@@ -114,7 +115,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _features(args: argparse.Namespace) -> int:
     from neuron.features import open_feature_table
-    from neuron.train import prepare
+    from neuron.prepare import prepare
 
     prepared = prepare(_load(args), progress=True)
     features = open_feature_table(prepared.feature_cache_path)
@@ -164,7 +165,8 @@ def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> 
 
 def _train(args: argparse.Namespace) -> int:
     from neuron.atomic import write_text_atomic
-    from neuron.train import fit, prepare
+    from neuron.prepare import prepare
+    from neuron.train import fit
 
     cfg = _load(args)
     name = args.name or time.strftime("train-%Y%m%d-%H%M%S")
@@ -309,7 +311,7 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_arguments(parser, argv)
-    from neuron.train import DivergenceError
+    from neuron.optim import DivergenceError
 
     try:
         return int(args.handler(args) or 0)

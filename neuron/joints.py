@@ -1,9 +1,19 @@
-"""Joint layouts: the NTU RGB+D 25-joint Kinect v2 skeleton and the Kinect v1 mapping.
+"""Joint layouts: the NTU RGB+D 25-joint Kinect v2 skeleton, the Kinect v1 mapping, and the
+weights that map another layout onto the NTU one (`map_joints`).
 
-Every other module reads joint names, bones and body parts from here.
+Every other module reads joint names, bones, body parts and joint maps from here.
 """
 
 from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from neuron.dataset import DatasetError
 
 NTU_JOINTS: tuple[str, ...] = (
     "spine_base", "spine_mid", "neck", "head",
@@ -85,3 +95,130 @@ NTU_FROM_KINECT_V1_DERIVED: dict[int, tuple[int, ...]] = {
     24: (11,),
 }
 """NTU joints with no Kinect v1 source: the mean of these Kinect v1 joints."""
+
+
+def ntu_joint_weights(
+    source_of_ntu_joint: Sequence[Sequence[int]], num_source_joints: int
+) -> np.ndarray:
+    """(25, V_src) float32 averaging weights: NTU joint j is the mean of its listed source joints."""
+    weights = np.zeros((NUM_NTU_JOINTS, num_source_joints), dtype=np.float32)
+    for ntu_joint, sources in enumerate(source_of_ntu_joint):
+        for source in sources:
+            weights[ntu_joint, source] += 1.0 / len(sources)
+    return weights
+
+
+def _nearest_mapped_joint(ntu_joint: int, mapped: set[int]) -> int:
+    ancestor = NTU_PARENTS[ntu_joint]
+    while ancestor >= 0:
+        if ancestor in mapped:
+            return ancestor
+        ancestor = NTU_PARENTS[ancestor]
+    neighbours: dict[int, list[int]] = {j: [] for j in range(NUM_NTU_JOINTS)}
+    for child, parent in enumerate(NTU_PARENTS):
+        if parent >= 0:
+            neighbours[child].append(parent)
+            neighbours[parent].append(child)
+    distance = {ntu_joint: 0}
+    queue = deque([ntu_joint])
+    while queue:
+        joint = queue.popleft()
+        for other in neighbours[joint]:
+            if other not in distance:
+                distance[other] = distance[joint] + 1
+                queue.append(other)
+    return min(mapped, key=lambda j: (distance[j], j))
+
+
+def joint_weights_from_map(
+    ntu_index_of_source: Sequence[int | None], where: str = "joint map"
+) -> np.ndarray:
+    """(25, V_src) weights from one NTU index (or None) per source joint; unmapped NTU joints
+    copy their nearest mapped ancestor, else the nearest mapped joint in the tree."""
+    sources: dict[int, int] = {}
+    for source, ntu_joint in enumerate(ntu_index_of_source):
+        if ntu_joint is None:
+            continue
+        if (
+            isinstance(ntu_joint, bool)
+            or not isinstance(ntu_joint, int)
+            or not 0 <= ntu_joint < NUM_NTU_JOINTS
+        ):
+            raise DatasetError(
+                f"{where}: entry {source} is {ntu_joint!r}; expected an NTU joint index 0..{NUM_NTU_JOINTS - 1} or null"
+            )
+        if ntu_joint in sources:
+            raise DatasetError(
+                f"{where}: source joints {sources[ntu_joint]} and {source} both map to NTU joint {ntu_joint}; "
+                "map each NTU joint at most once"
+            )
+        sources[ntu_joint] = source
+    if not sources:
+        raise DatasetError(f"{where}: no source joint is mapped to an NTU joint")
+    mapped = set(sources)
+    source_of_ntu_joint = [
+        (sources[j] if j in mapped else sources[_nearest_mapped_joint(j, mapped)],)
+        for j in range(NUM_NTU_JOINTS)
+    ]
+    return ntu_joint_weights(source_of_ntu_joint, len(ntu_index_of_source))
+
+
+def kinect_v1_joint_weights() -> np.ndarray:
+    """(25, 20) weights of the NW-UCLA Kinect v1 → NTU mapping (`KINECT_V1_TO_NTU`)."""
+    source_of_ntu_joint: list[tuple[int, ...]] = [() for _ in range(NUM_NTU_JOINTS)]
+    for source, ntu_joint in enumerate(KINECT_V1_TO_NTU):
+        source_of_ntu_joint[ntu_joint] = (source,)
+    for ntu_joint, sources in NTU_FROM_KINECT_V1_DERIVED.items():
+        source_of_ntu_joint[ntu_joint] = sources
+    return ntu_joint_weights(source_of_ntu_joint, len(KINECT_V1_TO_NTU))
+
+
+def map_joints(joints: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(T, M, V_src, 3) source joints → (T, M, 25, 3) NTU joints with (25, V_src) weights."""
+    return np.einsum(
+        "jv,tmvc->tmjc", weights, joints.astype(np.float32, copy=False)
+    )  # (T, M, 25, 3)
+
+
+def read_joint_map(path: str | Path | None, num_source_joints: int, where: str) -> np.ndarray:
+    """Weights for the `arrays` importer: from `joint_map_file` (format in
+    neuron.importers.arrays), or the identity when there are 25 source joints."""
+    if path is None:
+        if num_source_joints != NUM_NTU_JOINTS:
+            raise DatasetError(
+                f"{where}: {num_source_joints} joints per body, not the 25 of the NTU layout; give "
+                'joint_map_file, a JSON list with one NTU joint index (or null) per source joint, or {"layout": "kinect_v1"}'
+            )
+        return np.eye(NUM_NTU_JOINTS, dtype=np.float32)
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such joint map file")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
+    if isinstance(spec, dict):
+        layouts = {"ntu25": NUM_NTU_JOINTS, "kinect_v1": len(KINECT_V1_TO_NTU)}
+        layout = spec.get("layout")
+        if layout not in layouts:
+            raise DatasetError(
+                f"{path}: layout {layout!r}; expected one of {sorted(layouts)} or a JSON list"
+            )
+        if num_source_joints != layouts[layout]:
+            raise DatasetError(
+                f"{path}: layout {layout!r} has {layouts[layout]} joints but {where} has {num_source_joints} per body"
+            )
+        return (
+            np.eye(NUM_NTU_JOINTS, dtype=np.float32)
+            if layout == "ntu25"
+            else kinect_v1_joint_weights()
+        )
+    if not isinstance(spec, list):
+        raise DatasetError(
+            f'{path}: expected a JSON list of NTU indices or {{"layout": ...}}, got {type(spec).__name__}'
+        )
+    if len(spec) != num_source_joints:
+        raise DatasetError(
+            f"{path}: {len(spec)} entries but {where} has {num_source_joints} joints per body; give one entry per source joint"
+        )
+    return joint_weights_from_map(spec, str(path))

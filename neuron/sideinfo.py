@@ -30,7 +30,8 @@ import torch
 
 from neuron.classes import NTU120_SHORT_NAMES
 from neuron.config import SideInformationConfig
-from neuron.synthetic import SPATIAL_ROUNDS, TEMPORAL_ROUNDS, synthetic_descriptions
+from neuron.rounds import SPATIAL_ROUNDS, TEMPORAL_ROUNDS
+from neuron.synthetic import synthetic_descriptions
 from neuron.text import encode_texts
 
 OFFICIAL_TENSOR_ROUNDS: dict[str, tuple[str, ...]] = {

@@ -86,6 +86,7 @@ import numpy as np
 from neuron.atomic import write_text_atomic
 from neuron.dataset import DatasetInfo, DatasetWriter
 from neuron.joints import NTU_PARENTS, NUM_NTU_JOINTS
+from neuron.rounds import DESCRIPTION_ROUNDS, SPATIAL_ROUNDS, TEMPORAL_ROUNDS
 
 Speed = Literal["slow", "moderate", "quick"]
 
@@ -738,11 +739,6 @@ def write_synthetic(
 # --------------------------------------------------------------------------------------------
 # Side information in the shape of Neuron's (three spatial and three temporal rounds)
 
-SPATIAL_ROUNDS: tuple[str, ...] = ("spatial_cg", "spatial_mg", "spatial_fg")
-"""Spatial rounds, coarse → medium → fine (file stems of the description JSON files)."""
-TEMPORAL_ROUNDS: tuple[str, ...] = ("temporal_fp", "temporal_sp", "temporal_tp")
-"""Temporal rounds: first, second, third phase (file stems)."""
-DESCRIPTION_ROUNDS: tuple[str, ...] = SPATIAL_ROUNDS + TEMPORAL_ROUNDS
 DESCRIPTIONS_PER_CLASS = 10
 
 _PERSONS = ("the person", "the subject", "the performer", "someone")

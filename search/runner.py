@@ -71,7 +71,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
 from neuron.config import Config, EvalConfig, to_plain
-from neuron.train import prepare
+from neuron.prepare import prepare
 from search.checkpoints import CheckpointKeeper
 from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec

@@ -17,7 +17,8 @@ from typing import Any
 import ray.tune
 
 from neuron.config import config_from_plain
-from neuron.train import Prepared, fit
+from neuron.prepare import Prepared
+from neuron.train import fit
 from search.checkpoints import REPLAY_MARKER
 
 SCRATCH_PREFIX = "neuron-trial-"

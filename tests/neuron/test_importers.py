@@ -11,20 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import neuron.importers as importers
 from neuron.classes import NTU60_CLASSES, NW_UCLA_CLASSES, PKU_MMD_CLASSES
 from neuron.dataset import DatasetError, SkeletonTable
 from neuron.features import open_feature_table
-from neuron.importers import (
-    IMPORT_FORMATS,
-    dataset_summary,
-    import_dataset,
-    joint_weights_from_map,
-    load_synse_features,
-    read_ntu_skeleton,
-    select_bodies,
-)
-from neuron.joints import KINECT_V1_TO_NTU, NTU_PARENTS
+from neuron.importers import IMPORT_FORMATS, dataset_summary, import_dataset, ntu_raw
+from neuron.importers.npz import iter_npz_rows
+from neuron.importers.ntu_raw import read_ntu_skeleton, select_bodies
+from neuron.importers.synse import load_synse_features
+from neuron.joints import KINECT_V1_TO_NTU, NTU_PARENTS, joint_weights_from_map
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NTU_RAW = SHARED_DATA / "ntu_raw_samples"
@@ -256,16 +250,16 @@ def test_ntu_raw_failure_midway_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = _ntu_folder(tmp_path)
-    real_reader = importers.read_ntu_skeleton
+    real_reader = ntu_raw.read_ntu_skeleton
     calls = []
 
-    def failing_reader(path: Path) -> importers.NtuSkeleton:
+    def failing_reader(path: Path) -> ntu_raw.NtuSkeleton:
         calls.append(path)
         if len(calls) == 2:
             raise RuntimeError("disk vanished")
         return real_reader(path)
 
-    monkeypatch.setattr(importers, "read_ntu_skeleton", failing_reader)
+    monkeypatch.setattr(ntu_raw, "read_ntu_skeleton", failing_reader)
     out = tmp_path / "out" / "ntu.arrow"
     out.parent.mkdir()
     with pytest.raises(RuntimeError, match="disk vanished"):
@@ -446,7 +440,7 @@ def test_npz_rows_are_streamed_from_compressed_archives(tmp_path: Path) -> None:
         x_test=x[:2],
         y_test=np.zeros(2, np.int64),
     )
-    rows = list(importers._iter_npz_rows(source, "x_train", rows_per_read=64))
+    rows = list(iter_npz_rows(source, "x_train", rows_per_read=64))
     assert len(rows) == 150
     np.testing.assert_array_equal(np.stack(rows), x)
 

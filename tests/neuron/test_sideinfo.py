@@ -18,16 +18,10 @@ import torch
 from neuron import text
 from neuron.classes import NTU60_CLASSES, NTU120_CLASSES, NTU120_SHORT_NAMES, NW_UCLA_CLASSES
 from neuron.config import SideInformationConfig
+from neuron.rounds import DESCRIPTION_ROUNDS, SPATIAL_ROUNDS, TEMPORAL_ROUNDS
 from neuron.sideinfo import SideInformationError, cumulative_temporal, load_side_information
 from neuron.splits import PUBLISHED_SPLITS
-from neuron.synthetic import (
-    DESCRIPTION_ROUNDS,
-    SPATIAL_ROUNDS,
-    SYNTHETIC_CLASSES,
-    TEMPORAL_ROUNDS,
-    synthetic_descriptions,
-    write_descriptions,
-)
+from neuron.synthetic import SYNTHETIC_CLASSES, synthetic_descriptions, write_descriptions
 from neuron.text import TextModelError, encode_texts, resolve_text_model
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

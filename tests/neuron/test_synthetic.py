@@ -13,9 +13,9 @@ import pytest
 from neuron import synthetic
 from neuron.dataset import SkeletonTable
 from neuron.joints import NTU_BONES, NTU_JOINTS
+from neuron.rounds import DESCRIPTION_ROUNDS
 from neuron.splits import PUBLISHED_SPLITS
 from neuron.synthetic import (
-    DESCRIPTION_ROUNDS,
     PRESETS,
     PRIMITIVES,
     SYNTHETIC_CLASS_TABLE,

@@ -12,18 +12,13 @@ import torch
 
 from neuron.cli import main
 from neuron.config import ConfigError, load_config
+from neuron.device import cache_fits_on_device
+from neuron.evaluate import predict_logits
+from neuron.extract import FeatureSource
 from neuron.features import open_feature_table
-from neuron.train import (
-    CheckpointError,
-    DivergenceError,
-    FeatureSource,
-    build_head,
-    cache_fits_on_device,
-    fit,
-    load_side_information_file,
-    predict_logits,
-    prepare,
-)
+from neuron.optim import DivergenceError
+from neuron.prepare import load_side_information_file, prepare
+from neuron.train import CheckpointError, build_head, fit
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def store(tmp_path: Path, mlflow_template: Path) -> str:
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Dataset, text embeddings, stage-1 encoder and feature cache of the tiny config, built
     once for every search test (the trials only read them)."""
-    from neuron.train import prepare
+    from neuron.prepare import prepare
 
     cache = tmp_path_factory.mktemp("tiny-cache")
     prepare(load_config("tiny", {"run.cache_dir": str(cache)}), progress=False)

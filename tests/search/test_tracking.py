@@ -156,7 +156,7 @@ def test_error_reason_is_the_innermost_exception_line():
         "ray::ImplicitFunc.train() (pid=12, ip=10.0.0.1)\n"
         '  File "neuron/train.py", line 686, in train_one_epoch\n'
         "    raise DivergenceError(\n"
-        "neuron.train.DivergenceError: epoch 2: the stage-2 loss is nan; lower train.lr\n"
+        "neuron.optim.DivergenceError: epoch 2: the stage-2 loss is nan; lower train.lr\n"
     )
     assert error_reason(text) == "DivergenceError: epoch 2: the stage-2 loss is nan; lower train.lr"
     assert error_reason("") == "unknown error"
