@@ -117,7 +117,7 @@ def epoch_benchmark(arrow_path: Path, work: Path, repeats: int) -> dict[str, Any
     assert raw_epoch(arrow_sequence) == raw_epoch(npy_sequence)
     open_arrow = best_seconds(lambda: SkeletonTable(arrow_path), repeats)
     open_npy = best_seconds(lambda: np.load(npy_path, mmap_mode="r"), repeats)
-    results = {
+    results: dict[str, Any] = {
         "dataset": arrow_path.stem,
         "sequences": len(table),
         "arrow_mib": arrow_path.stat().st_size / 2**20,

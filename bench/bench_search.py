@@ -30,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from neuron.config import scale_milestones
 from neuron.prepare import prepare
 from neuron.train import fit
 from search.runner import run_search, study_base
-from search.space import IntRange, SpaceRanges
+from search.space import IntRange, Range, SpaceRanges
 from search.spec import SearchSpec, load_search_spec
 from search.tracking import MlflowTracker, check_tracking_uri
 
@@ -44,10 +45,11 @@ def fixed_spec(
     spec: SearchSpec, trials: int, concurrent: int, epochs: int, output: Path
 ) -> SearchSpec:
     """`spec` with every search parameter left out and the epochs fixed: identical trials."""
-    fixed = SpaceRanges(**{f.name: None for f in dataclasses.fields(SpaceRanges)})
+    left_out: dict[str, Range | None] = dict.fromkeys(SpaceRanges().parameters())
+    fixed = SpaceRanges().replace(left_out | {"train.epochs": IntRange(fixed=epochs)})
     return dataclasses.replace(
         spec,
-        space=dataclasses.replace(fixed, epochs=IntRange(fixed=epochs)),
+        space=fixed,
         num_trials=trials,
         max_concurrent_trials=concurrent,
         scheduler=dataclasses.replace(spec.scheduler, name="none"),
@@ -141,7 +143,9 @@ class TrialMemory:
 def bare(spec: SearchSpec, trials: int, epochs: int, workdir: Path) -> list[float]:
     """Seconds of each fixed trial run directly through fit (same config as in the search)."""
     split = spec.split_names[0]
-    config = study_base(spec, split).replace({"train.epochs": epochs})
+    base = study_base(spec, split)
+    milestones = scale_milestones(base.train.optimizer.lr_milestones, base.train.epochs, epochs)
+    config = base.replace({"train.epochs": epochs, "train.optimizer.lr_milestones": milestones})
     prepared = prepare(config, progress=False)
     durations = []
     for index in range(trials):

@@ -50,13 +50,12 @@ def main() -> None:
         "run.cache_dir": cache_dir,
         "pretrain.epochs": 1,
         "train.epochs": 1,
+        "pretrain.optimizer.lr_milestones": [],  # one epoch: no schedule
+        "train.optimizer.lr_milestones": [],
         "train.augmented_views": 1,
         "data.synthetic.preset": "small",
         "run.threads": args.threads,
     }
-    if not args.quick:
-        # Reference sizes: Shift-GCN 64..256 channels, 64 frames, K=80 prototypes, windows 5/10/16.
-        overrides |= {"pretrain.lr_milestones": [], "train.lr_milestones": []}
     cfg = load_config("quick" if args.quick else None, overrides)
     started = time.perf_counter()
     prepared = prepare(cfg, progress=False)
@@ -72,7 +71,9 @@ def main() -> None:
         source = FeatureSource(path_cfg, prepared, device)
         train_samples = len(source.table.select("train", view=0))
         head = build_head(path_cfg, source.table, side.dim).to(device)
-        optimizer = torch.optim.SGD(head.parameters(), lr=cfg.train.lr, momentum=0.9, nesterov=True)
+        optimizer = torch.optim.SGD(
+            head.parameters(), lr=cfg.train.optimizer.lr, momentum=0.9, nesterov=True
+        )
         train_one_epoch(
             path_cfg, head, source, text, prepared.class_split.training, optimizer, epoch=1
         )  # warm-up

@@ -35,7 +35,9 @@ def timed_epochs(cfg, prepared, text, side, epochs: int = 2) -> float:
     device = torch.device("cuda")
     source = FeatureSource(cfg, prepared, device)
     head = build_head(cfg, source.table, side.dim).to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=cfg.train.lr, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(
+        head.parameters(), lr=cfg.train.optimizer.lr, momentum=0.9, nesterov=True
+    )
     train_one_epoch(
         cfg, head, source, text, prepared.class_split.training, optimizer, epoch=1
     )  # warm-up
@@ -68,6 +70,8 @@ def main() -> int:
             "run.device": "cuda",
             "pretrain.epochs": 1,
             "train.epochs": 1,
+            "pretrain.optimizer.lr_milestones": [],  # one epoch: no schedule
+            "train.optimizer.lr_milestones": [],
             "train.augmented_views": 1,
             "train.batch_size": args.batch_size,
         },

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -76,6 +77,7 @@ class DataConfig:
     """Arrow IPC (`.arrow`) or Parquet dataset written by `neuron data import`/`synth`. Empty:
     the synthetic dataset described by `synthetic`."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The embedded synthetic dataset (used when `path` is empty)."""
     split: str = "synthetic_default"
     """A published split name from `neuron.splits.PUBLISHED_SPLITS` (e.g. `ntu60_55_5`), or
     `custom` with `unseen_classes` set."""
@@ -97,6 +99,7 @@ class DataConfig:
     max_bodies: int = 2
     """Bodies per sample M; missing bodies are zero."""
     side_information: SideInformationConfig = field(default_factory=SideInformationConfig)
+    """Per-class text the model aligns with, and how it is encoded."""
 
     def __post_init__(self) -> None:
         _check(
@@ -163,6 +166,7 @@ class ModelConfig:
     """The Neuron head (stage 2); every ablation switch and every searched quantity is here."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The stage-1 Shift-GCN encoder."""
     branches: Literal["both", "spatial", "temporal"] = "both"
     """Ablation: spatial-only or temporal-only."""
     steps: int = 3
@@ -244,22 +248,76 @@ class ModelConfig:
         _check(self.logit_scale > 0, f"model.logit_scale={self.logit_scale}: must be > 0")
 
 
+def scale_milestones(milestones: tuple[int, ...], epochs: int, new_epochs: int) -> list[int]:
+    """Learning-rate milestones written for `epochs` epochs, rescaled to `new_epochs`: each
+    becomes round(m * new_epochs / epochs), kept when it still lies in [1, new_epochs - 1]
+    (duplicates merged), so the schedule keeps its shape (a search that varies `train.epochs`)."""
+    scaled = (math.floor(m * new_epochs / epochs + 0.5) for m in milestones)
+    return sorted({m for m in scaled if 1 <= m < new_epochs})
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD with Nesterov momentum and a step schedule (neuron.optim); both stages use one."""
+
+    lr: float = 0.1
+    """Initial learning rate (finite, > 0)."""
+    momentum: float = 0.9
+    """Nesterov momentum, in [0, 1)."""
+    weight_decay: float = 5e-4
+    """L2 weight decay (stage 1 scales it per parameter group: `ShiftGCN.parameter_groups`)."""
+    lr_milestones: tuple[int, ...] = (4, 20)
+    """Epochs after which the learning rate is multiplied by `lr_decay`: increasing, each in
+    [1, epochs - 1] (a milestone at the last epoch would lower a rate no epoch uses). A search
+    that varies `train.epochs` rescales them (`scale_milestones`)."""
+    lr_decay: float = 0.1
+    """Factor applied at each milestone, in (0, 1]."""
+
+    def check(self, section: str, epochs: int) -> None:
+        """Validate against the stage's `epochs`; `section` names the fields in messages."""
+        where = f"{section}.optimizer"
+        _check(
+            math.isfinite(self.lr) and self.lr > 0,
+            f"{where}.lr={self.lr}: must be a finite number > 0, e.g. 0.05",
+        )
+        _check(0 <= self.momentum < 1, f"{where}.momentum={self.momentum}: must be in [0, 1)")
+        _check(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"{where}.weight_decay={self.weight_decay}: must be a finite number >= 0",
+        )
+        _check(0 < self.lr_decay <= 1, f"{where}.lr_decay={self.lr_decay}: must be in (0, 1]")
+        milestones = list(self.lr_milestones)
+        _check(
+            milestones == sorted(set(milestones)),
+            f"{where}.lr_milestones={milestones}: must be strictly increasing",
+        )
+        _check(
+            all(1 <= m < epochs for m in milestones),
+            f"{where}.lr_milestones={milestones}: every milestone must be in [1, {epochs - 1}] "
+            f"({section}.epochs={epochs}; the rate drops after a milestone epoch, so one at or "
+            f"after the last epoch never takes effect); use e.g. "
+            f"{where}.lr_milestones={scale_milestones(self.lr_milestones, max(milestones, default=1) + 1, epochs)} "
+            f"or raise {section}.epochs",
+        )
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Stage 1: the Shift-GCN classifier on the training classes."""
 
     epochs: int = 110
+    """Training epochs; the epoch with the best held-out accuracy is kept."""
     batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_milestones: tuple[int, ...] = (60, 80, 100)
-    lr_decay: float = 0.1
+    """Clips per SGD step."""
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(weight_decay=1e-4, lr_milestones=(60, 80, 100))
+    )
+    """SGD and its schedule (the reference's Shift-GCN recipe by default)."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"pretrain.epochs={self.epochs}: must be >= 1")
         _check(self.batch_size >= 1, f"pretrain.batch_size={self.batch_size}: must be >= 1")
-        _check(self.lr > 0, f"pretrain.lr={self.lr}: must be > 0")
+        self.optimizer.check("pretrain", self.epochs)
 
 
 @dataclass(frozen=True)
@@ -267,12 +325,11 @@ class TrainConfig:
     """Stage 2: the Neuron head on frozen encoder features."""
 
     epochs: int = 30
+    """Training epochs; the epoch is chosen on the validation split (`eval.selection_metric`)."""
     batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = (4, 20)
-    lr_decay: float = 0.1
+    """Samples per SGD step."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """SGD and its schedule."""
     path: Literal["cache", "encoder"] = "cache"
     """`cache`: train from the memory-mapped feature cache (fast); `encoder`: run the frozen
     encoder on every batch (the reference's way). Both give the same predictions."""
@@ -284,11 +341,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs={self.epochs}: must be >= 1")
         _check(self.batch_size >= 1, f"train.batch_size={self.batch_size}: must be >= 1")
-        _check(self.lr > 0, f"train.lr={self.lr}: must be > 0")
-        _check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay}: must be >= 0")
+        self.optimizer.check("train", self.epochs)
         _check(
-            self.augmented_views >= 0, f"train.augmented_views={self.augmented_views}: must be >= 0"
+            0 <= self.augmented_views < 1000,
+            f"train.augmented_views={self.augmented_views}: must be in [0, 999] (stage 1 draws "
+            "its own augmentations from view 1000 on)",
         )
+        _check(self.gradient_clip >= 0, f"train.gradient_clip={self.gradient_clip}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -313,12 +372,16 @@ class RunConfig:
     """Where things go and how they run."""
 
     seed: int = 0
+    """Seed of every random draw of a run (initialisation, shuffling, augmentation views); the
+    same seed gives the same numbers on CPU."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto`: CUDA when visible, else CPU."""
     bf16: bool = False
     """bf16 autocast on CUDA (ignored on CPU)."""
     threads: int = 0
     """torch intra-op threads (0: leave torch's default)."""
     output_dir: str = "runs/train"
+    """Where `neuron train` writes run folders (checkpoints, config, metrics)."""
     cache_dir: str = "runs/cache"
     """Shared cache of datasets, encoder checkpoints, feature caches and text embeddings."""
     num_workers: int = 0
@@ -344,11 +407,17 @@ class Config:
     """Root configuration of one Neuron run."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """Dataset, split and side information."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The Neuron head and its encoder."""
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Stage 1: the encoder on the training classes."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Stage 2: the head on frozen encoder features."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation protocol and model selection."""
     run: RunConfig = field(default_factory=RunConfig)
+    """Where and how the run executes."""
 
     def __post_init__(self) -> None:
         frames = self.model.encoder.feature_frames(self.data.window)
@@ -424,7 +493,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(annotation, value, source=where)
+        return from_dict(typing.cast(type, annotation), value, source=where)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}={value!r}: must be one of {', '.join(map(repr, args))}")

@@ -15,6 +15,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def apply_threads(threads: int) -> None:
+    """`run.threads`: torch's intra-op threads (0 leaves torch's default). Applied before each
+    stage, because the thread count changes how float sums are split, hence the last bits."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 DEVICE_CACHE_SHARE = 0.25
 """`run.cache_on_device: auto` copies the feature cache to the GPU when it takes at most this
 share of the run's part of the GPU memory (the rest is the head, its activations and the

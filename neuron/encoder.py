@@ -25,6 +25,7 @@ Where it deliberately differs from the reference:
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,9 @@ def spatial_shift_index(num_joints: int, channels: int, direction: int) -> Tenso
 class ShiftGraphConv(nn.Module):
     """shift_gcn: shift-in, feature mask, linear C_in→C_out, shift-out, BN, residual, ReLU."""
 
+    shift_in_index: Tensor
+    shift_out_index: Tensor
+
     def __init__(self, in_channels: int, out_channels: int, num_joints: int) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -79,7 +83,7 @@ class ShiftGraphConv(nn.Module):
             self.down: nn.Module = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels)
             )
-            _conv_init(self.down[0])
+            _conv_init(typing.cast(nn.Conv2d, self.down[0]))
         else:
             self.down = nn.Identity()
         self.register_buffer(

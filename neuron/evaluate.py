@@ -58,7 +58,8 @@ def predict_logits(
     head.eval()
     spatial_text = text[0][:, list(classes)]  # (R, K, Q, D)
     temporal_text = text[1][:, list(classes)]  # (R, K, Q, D)
-    spatial_parts, temporal_parts = [], []
+    spatial_parts: list[torch.Tensor] = []
+    temporal_parts: list[torch.Tensor] = []
     for start in range(0, len(indices), EVALUATION_BATCH_SIZE):
         joint, frame = source.features(indices[start : start + EVALUATION_BATCH_SIZE])
         spatial, temporal = class_logits(
@@ -68,9 +69,10 @@ def predict_logits(
             spatial_parts.append(spatial.float().cpu())
         if temporal is not None:
             temporal_parts.append(temporal.float().cpu())
-    spatial = torch.cat(spatial_parts, dim=1).numpy() if spatial_parts else None  # (S, N, K)
-    temporal = torch.cat(temporal_parts, dim=1).numpy() if temporal_parts else None  # (S, N, K)
-    return spatial, temporal
+    return (
+        torch.cat(spatial_parts, dim=1).numpy() if spatial_parts else None,  # (S, N, K)
+        torch.cat(temporal_parts, dim=1).numpy() if temporal_parts else None,  # (S, N, K)
+    )
 
 
 def evaluate(

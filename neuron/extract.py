@@ -31,11 +31,15 @@ if TYPE_CHECKING:
 SUBSETS = ("train", "val_seen", "val_unseen", "test_seen", "test_unseen")
 """The subsets of a split's feature cache (neuron.splits.partition_samples)."""
 
+EXTRACTION_BATCH_SIZE = 256
+"""Clips per frozen-encoder forward pass while building the cache. The encoder runs in eval
+mode, so this changes memory and speed only, never the features."""
+
 
 def feature_views(cfg: Config) -> dict[str, tuple[int, ...]]:
     """Which preprocessing views each subset gets in the cache."""
     augmented = tuple(range(1, cfg.train.augmented_views + 1))
-    views = {subset: (0,) for subset in SUBSETS}
+    views: dict[str, tuple[int, ...]] = {subset: (0,) for subset in SUBSETS}
     views["train"] = (0, *augmented)
     if cfg.eval.paper_parity:
         # The reference evaluates on randomly cropped and rotated test inputs.
@@ -78,7 +82,7 @@ def build_feature_cache(
     }
     views = feature_views(cfg)
     total = sum(len(samples[s]) * len(views[s]) for s in SUBSETS)
-    batch_size = 256
+    batch_size = EXTRACTION_BATCH_SIZE
     with (
         FeatureWriter(out_path, channels, table.info.num_joints, frames, info) as writer,
         tqdm(total=total, desc="feature cache", disable=not progress, leave=False) as bar,

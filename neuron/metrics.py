@@ -218,7 +218,8 @@ def fuse_scores(
         raise ValueError(
             f"spatial scores {present[0].shape} and temporal scores {present[1].shape} differ in shape"
         )
-    return sum(_branch_scores(branch, method) for branch in present)
+    scores = [_branch_scores(branch, method) for branch in present]
+    return scores[0] if len(scores) == 1 else scores[0] + scores[1]
 
 
 # --------------------------------------------------------------------------------------------

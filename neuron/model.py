@@ -325,10 +325,10 @@ def neuron_loss(
                 f"{branch} logits have shape {shape}: model.branches={cfg.branches!r} and "
                 f"model.steps={cfg.steps} need (S={cfg.steps}, N, classes)"
             )
-        return sum(
-            weight * F.cross_entropy(logits[step], labels)
-            for step, weight in enumerate(cfg.step_loss_weights)
-        )
+        total = logits.new_zeros(())  # 0 + x == x exactly: the same sum as Python's sum()
+        for step, weight in enumerate(cfg.step_loss_weights):
+            total = total + weight * F.cross_entropy(logits[step], labels)
+        return total
 
     if cfg.branches == "spatial":
         return steps_loss(spatial_logits, "spatial")

@@ -19,6 +19,7 @@ from neuron.atomic import atomic_path
 from neuron.cache import build_once, stable_hash
 from neuron.config import Config
 from neuron.dataset import SkeletonTable, open_dataset
+from neuron.device import apply_threads
 from neuron.extract import build_feature_cache, feature_cache_key
 from neuron.pretrain import encoder_key, pretrain_encoder
 from neuron.sideinfo import SideInformation, load_side_information
@@ -147,6 +148,7 @@ def load_side_information_file(path: Path) -> SideInformation:
 
 def prepare(cfg: Config, progress: bool = True) -> Prepared:
     """Build or reuse the dataset, side information, stage-1 encoder and feature cache."""
+    apply_threads(cfg.run.threads)
     cache = Path(cfg.run.cache_dir)
     path = dataset_file(cfg, progress)
     table = open_dataset(path)

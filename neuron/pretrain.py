@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,14 @@ from neuron.encoder import ShiftGCN
 from neuron.optim import DivergenceError, sgd, step_schedule
 from neuron.preprocess import prepare_sequence
 from neuron.splits import ClassSplit
+
+STAGE1_VIEW_OFFSET = 1000
+"""Stage-1 epoch e draws augmentation view STAGE1_VIEW_OFFSET + e, so its random crops and
+rotations never repeat the feature cache's augmented views 1..`train.augmented_views`."""
+
+EPOCH_SEED_STRIDE = 100003
+"""Stage-1 shuffling is seeded with seed * EPOCH_SEED_STRIDE + epoch: a prime above any epoch
+count, so no two (seed, epoch) pairs share a shuffle order."""
 
 
 def clip_batch(
@@ -70,8 +79,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        # Views above 1000 never collide with the cached augmented views.
-        view = 1000 + self.epoch if self.augment else 0
+        view = STAGE1_VIEW_OFFSET + self.epoch if self.augment else 0
         clip = clip_batch(self.cfg, self.table, self.rows[index : index + 1], np.array([view]))[0]
         return clip, int(self.labels[index])
 
@@ -132,13 +140,11 @@ def pretrain_encoder(
     train_labels = np.array([remap[int(c)] for c in table.labels[train_rows]])
     heldout_rows = samples["val_seen"]
     heldout_labels = np.array([remap[int(c)] for c in table.labels[heldout_rows]])
-    optimizer = sgd(
-        encoder.parameter_groups(cfg.pretrain.weight_decay),
-        lr=cfg.pretrain.lr,
-        momentum=cfg.pretrain.momentum,
-    )
-    scheduler = step_schedule(optimizer, cfg.pretrain.lr_milestones, cfg.pretrain.lr_decay)
-    start_epoch, best = 1, {"accuracy": -1.0, "epoch": 0, "state": None}
+    settings = cfg.pretrain.optimizer
+    optimizer = sgd(encoder.parameter_groups(settings.weight_decay), settings)
+    scheduler = step_schedule(optimizer, settings)
+    best: dict[str, Any] = {"accuracy": -1.0, "epoch": 0, "state": None}
+    start_epoch = 1
     last = out_dir / "last.pt"
     if last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
@@ -150,7 +156,7 @@ def pretrain_encoder(
     dataset = ClipDataset(cfg, table, train_rows, train_labels, augment=True)
     for epoch in range(start_epoch, cfg.pretrain.epochs + 1):
         dataset.epoch = epoch
-        generator = torch.Generator().manual_seed(cfg.run.seed * 100003 + epoch)
+        generator = torch.Generator().manual_seed(cfg.run.seed * EPOCH_SEED_STRIDE + epoch)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=cfg.pretrain.batch_size,
@@ -169,7 +175,7 @@ def pretrain_encoder(
             loss = functional.cross_entropy(encoder(clips), labels)
             if not torch.isfinite(loss):
                 raise DivergenceError(
-                    f"stage 1 epoch {epoch}: loss is {loss.item()}; lower pretrain.lr (now {cfg.pretrain.lr})"
+                    f"stage 1 epoch {epoch}: loss is {loss.item()}; lower pretrain.optimizer.lr (now {settings.lr})"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

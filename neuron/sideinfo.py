@@ -94,7 +94,7 @@ class SideInformation:
 
 def _key_candidates(class_names: tuple[str, ...], dataset: str) -> list[tuple[str, ...]]:
     """Accepted JSON keys of each class: its name, and for NTU the official short name."""
-    candidates = [(name,) for name in class_names]
+    candidates: list[tuple[str, ...]] = [(name,) for name in class_names]
     if dataset in NTU_DATASETS:
         candidates = [(name, NTU120_SHORT_NAMES[i]) for i, name in enumerate(class_names)]
     return candidates
@@ -208,7 +208,8 @@ def _encode_rounds(
     shape = (len(spatial), len(spatial[0]), len(spatial[0][0]), embeddings.shape[1])
     rows = np.asarray([index[text] for text in flat])
     stacked = torch.from_numpy(embeddings[rows])  # (2 * R * C * Q, D)
-    return stacked.view(2, *shape).unbind(0)  # two (R, C, Q, D)
+    spatial_embeddings, temporal_embeddings = stacked.view(2, *shape).unbind(0)  # (R, C, Q, D)
+    return spatial_embeddings, temporal_embeddings
 
 
 def _load_official_tensors(
@@ -305,8 +306,8 @@ def load_side_information(
     class_names = tuple(class_names)
     text_cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cache_dir) / "text"
     if cfg.class_names_only:
-        rounds = [[[name] for name in class_names]] * len(SPATIAL_ROUNDS)
-        spatial, temporal = _encode_rounds(rounds, rounds, cfg.text_model, text_cache)
+        names_only = [[[name] for name in class_names]] * len(SPATIAL_ROUNDS)
+        spatial, temporal = _encode_rounds(names_only, names_only, cfg.text_model, text_cache)
         return SideInformation(
             spatial, temporal, class_names, f"class names ({dataset})", cfg.text_model
         )

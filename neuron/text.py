@@ -57,7 +57,9 @@ class TextModel:
     identifier: str
     """Cache key of the model: the `packaged:` name, the resolved local folder or the hub id."""
     tokenizer: Any
-    network: torch.nn.Module
+    network: Any
+    """A transformers model (CLIPModel, CLIPTextModelWithProjection or AutoModel); their
+    submodules differ, so attribute access is checked at run time."""
     pooling: Literal["clip_projection", "mean"]
     max_length: int
     device: torch.device
@@ -78,7 +80,7 @@ def resolve_text_model(model: str) -> tuple[str, Path | None]:
                 f"text model {model!r}: the package {package!r} is not installed; "
                 f"install it (pip install {package.replace('_', '-')}) or pass a local model folder"
             ) from error
-        folder = Path(module.__file__).resolve().parent / "model"
+        folder = Path(str(module.__file__)).resolve().parent / "model"
         if not (folder / "config.json").is_file():
             raise TextModelError(
                 f"text model {model!r}: {folder} has no config.json; reinstall {package.replace('_', '-')}"
@@ -116,7 +118,7 @@ def load_text_model(model: str, device: str | torch.device | None = None) -> Tex
             # A full CLIP checkpoint loads as CLIPModel: its projection size lives in the outer
             # config, which CLIPTextModelWithProjection would not read.
             clip_class = CLIPModel if config.model_type == "clip" else CLIPTextModelWithProjection
-            network, loading = clip_class.from_pretrained(
+            network, loading = clip_class.from_pretrained(  # type: ignore[misc]
                 source, local_files_only=True, output_loading_info=True
             )
             missing = [key for key in loading.get("missing_keys", []) if "text_projection" in key]

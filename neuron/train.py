@@ -29,7 +29,7 @@ import torch
 from neuron import __version__
 from neuron.atomic import atomic_path, write_text_atomic
 from neuron.config import Config, config_from_plain, dump_yaml
-from neuron.device import resolve_device
+from neuron.device import apply_threads, resolve_device
 from neuron.evaluate import ClassText, EvaluationSplit, evaluate, paper_parity_evaluation
 from neuron.extract import FeatureSource
 from neuron.features import FeatureTable
@@ -161,8 +161,8 @@ def train_one_epoch(
             loss = neuron_loss(spatial_logits, temporal_logits, labels, cfg.model)
         if not torch.isfinite(loss):
             raise DivergenceError(
-                f"epoch {epoch}: the stage-2 loss is {loss.item()} (batch at sample {start}); lower train.lr "
-                f"(now {cfg.train.lr}) or model.logit_scale (now {cfg.model.logit_scale})"
+                f"epoch {epoch}: the stage-2 loss is {loss.item()} (batch at sample {start}); lower "
+                f"train.optimizer.lr (now {cfg.train.optimizer.lr}) or model.logit_scale (now {cfg.model.logit_scale})"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,12 +192,7 @@ class Stage2:
         side = load_side_information_file(prepared.side_information_path)
         source = FeatureSource(cfg, prepared, device)
         head = build_head(cfg, source.table, side.dim).to(device)
-        optimizer = sgd(
-            head.parameters(),
-            lr=cfg.train.lr,
-            momentum=cfg.train.momentum,
-            weight_decay=cfg.train.weight_decay,
-        )
+        optimizer = sgd(head.parameters(), cfg.train.optimizer)
         return cls(
             cfg=cfg,
             split=prepared.class_split,
@@ -205,7 +200,7 @@ class Stage2:
             source=source,
             head=head,
             optimizer=optimizer,
-            scheduler=step_schedule(optimizer, cfg.train.lr_milestones, cfg.train.lr_decay),
+            scheduler=step_schedule(optimizer, cfg.train.optimizer),
         )
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -304,8 +299,7 @@ def fit(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+    apply_threads(cfg.run.threads)
     prepared = prepared or prepare(cfg, progress=progress)
     run = Stage2.build(cfg, prepared)
     selection, parity_best, start_epoch = Selection(), {}, 1

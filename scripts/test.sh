@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, lint (ruff), then pytest (real Ray, Optuna and MLflow).
+# The whole test suite: setup, lint (ruff), types (mypy), then pytest (real Ray, Optuna and
+# MLflow). The fast tier for day-to-day work: .venv/bin/python -m pytest -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,4 +13,5 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # files and settings: [tool.mypy] in pyproject.toml
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -28,8 +28,8 @@ run per trial). Checks the spec, the search space and the tracking store before 
 EPILOG = """\
 examples:
   neuron search search/specs/quick.yaml
-  neuron search search/specs/quick.yaml num_trials=4 space.lr.low=0.02 --name lr-sweep
-  neuron search search/specs/quick.yaml num_trials=4 space.lr.low=0.02 --name lr-sweep --resume
+  neuron search search/specs/quick.yaml num_trials=4 space.train.optimizer.lr.low=0.02 --name lr-sweep
+  neuron search search/specs/quick.yaml num_trials=4 space.train.optimizer.lr.low=0.02 --name lr-sweep --resume
       (after a crash or Ctrl-C: the same spec and overrides, plus --resume)
   neuron search search/specs/ntu60.yaml --address auto --tracking-uri http://mlflow:5000
 
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="KEY=VALUE",
         help="dotted spec overrides, e.g. num_trials=4 max_concurrent_trials=2 "
-        "space.lr.low=0.01 space.epochs=6 base.overrides.train.batch_size=32",
+        "space.train.optimizer.lr.low=0.01 space.train.epochs=6 base.overrides.train.batch_size=32",
     )
     parser.add_argument(
         "--name",

@@ -87,12 +87,12 @@ from search.tracking import (
 from search.trainable import train_trial
 
 TABLE_PARAMETERS = (
-    "lr",
-    "weight_decay",
-    "logit_scale",
-    "steps",
-    "spatial_prototypes",
-    "temporal_prototypes",
+    "train.optimizer.lr",
+    "train.optimizer.weight_decay",
+    "model.logit_scale",
+    "model.steps",
+    "model.spatial_prototypes",
+    "model.temporal_prototypes",
 )
 """Parameter columns of the live trial table: never conditional (CLIReporter needs every column
 in every trial's config), and few enough to keep the table readable."""
@@ -149,20 +149,22 @@ class NeuronOptunaSearch(OptunaSearch):
     def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
         if trial_id in self._last_result:
-            step, value = self._last_result.pop(trial_id)
-            ot_trial.report(value, step)
+            step, reported = self._last_result.pop(trial_id)
+            ot_trial.report(reported, step)
         status, epochs = trial_status(result)
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("epochs_reached", epochs)
-        value = None
+        value: float | None = None
         if error:
             state, status = optuna.trial.TrialState.FAIL, "failed"
         elif status == "completed":
             state = optuna.trial.TrialState.COMPLETE
-            value = result.get(f"selected/{self.metric}", result.get(self.metric))
+            finished = result or {}
+            value = finished.get(f"selected/{self.metric}", finished.get(self.metric))
         else:
             state = optuna.trial.TrialState.PRUNED
         ot_trial.set_user_attr("status", status)
+        assert self._ot_study is not None, "Ray's OptunaSearch creates the study in its setup"
         self._ot_study.tell(ot_trial, value, state=state)
 
     # HyperBandForBOHB pauses and resumes trials through these (TuneBOHB-specific hooks); TPE

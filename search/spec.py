@@ -2,7 +2,7 @@
 
 A YAML file (see `search/specs/`) loaded into frozen dataclasses with the same machinery as the
 model config (`neuron.config`: unknown keys suggest the nearest key, dotted overrides such as
-`num_trials=4` or `space.lr.low=0.01`). Everything is validated in `__post_init__`, including the
+`num_trials=4` or `space.train.optimizer.lr.low=0.01`). Everything is validated in `__post_init__`, including the
 base config of every split and every corner of the search space, so a bad spec fails before Ray
 starts. In the `space` section a bare value fixes a parameter (`epochs: 4` is `epochs: {fixed:
 4}`) and `null` leaves it out (the base config's value is kept).
@@ -31,7 +31,7 @@ from neuron.config import (
     to_plain,
 )
 from neuron.splits import PUBLISHED_SPLITS
-from search.space import SpaceRanges, check_space, max_epochs
+from search.space import SECTIONS, SpaceRanges, check_space, max_epochs
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class SearchSpec:
         return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
 
     def with_overrides(self, overrides: dict[str, Any]) -> SearchSpec:
-        """A new spec with dotted overrides (`num_trials`, `space.lr.low`, ...) applied."""
+        """A new spec with dotted overrides (`num_trials`, `space.train.optimizer.lr.low`, ...) applied."""
         plain = to_plain(self)
         _apply_overrides(plain, overrides, source="override")
         return from_dict(SearchSpec, plain, source="")
@@ -239,26 +239,71 @@ def check_tracking_uri_form(uri: str, where: str) -> None:
 
 
 def _normalise_space(plain: dict[str, Any]) -> None:
-    """`space.epochs: 4` → `{fixed: 4}` (a bare value fixes a parameter), and every given range
-    completed with its defaults so any of its keys can be overridden (`space.lr.log=false`)."""
+    """`space.train.epochs: 4` → `{fixed: 4}` (a bare value fixes a parameter), and every given
+    range completed with its defaults so any of its keys can be overridden
+    (`space.train.optimizer.lr.log=false`)."""
     space = plain.get("space")
-    if not isinstance(space, dict):
-        return
-    for name, value in space.items():
+    if isinstance(space, dict):
+        _normalise_section(space, SpaceRanges)
+
+
+def _section_class(section: type, name: str) -> type | None:
+    """The range section class of field `name` of `section`, or None for a parameter."""
+    hint = typing.get_type_hints(section)[name]
+    return hint if hint in SECTIONS else None
+
+
+def _range_class(section: type, name: str) -> type:
+    hint = typing.get_type_hints(section)[name]
+    return next(a for a in typing.get_args(hint) if a is not type(None))
+
+
+def _normalise_section(values: dict[str, Any], section: type) -> None:
+    names = {f.name for f in dataclasses.fields(section)}
+    for name, value in values.items():
+        if name not in names:
+            continue  # from_dict reports the unknown key with a suggestion
+        inner = _section_class(section, name)
+        if inner is not None:
+            if isinstance(value, dict):
+                _normalise_section(value, inner)
+            continue
         if value is not None and not isinstance(value, dict):
             value = {"fixed": value}
-        if isinstance(value, dict) and name in _RANGE_FIELDS:
-            value = _empty_range(name) | value
-        space[name] = value
+        if isinstance(value, dict):
+            value = to_plain(_range_class(section, name)()) | value
+        values[name] = value
 
 
-_RANGE_FIELDS = typing.get_type_hints(SpaceRanges)
+def _merge_space(defaults: dict[str, Any], given: dict[str, Any], section: type) -> dict[str, Any]:
+    """Sections merge key by key; a parameter the file gives replaces the default range
+    entirely (no stale `choices` or `low` merged in from the defaults)."""
+    merged = dict(defaults)
+    names = {f.name for f in dataclasses.fields(section)}
+    for name, value in given.items():
+        inner = _section_class(section, name) if name in names else None
+        if inner is not None and isinstance(value, dict) and isinstance(defaults.get(name), dict):
+            merged[name] = _merge_space(defaults[name], value, inner)
+        else:
+            merged[name] = value
+    return merged
 
 
-def _empty_range(name: str) -> dict[str, Any]:
-    """The plain form of parameter `name`'s range type with nothing set."""
-    range_class = next(a for a in typing.get_args(_RANGE_FIELDS[name]) if a is not type(None))
-    return to_plain(range_class())
+def _open_left_out_range(plain: dict[str, Any], parts: list[str]) -> None:
+    """Give a left-out parameter a range before a key of it is set:
+    `space.train.epochs.low=2 space.train.epochs.high=6`."""
+    values: Any = plain.get("space")
+    section: type = SpaceRanges
+    for depth, name in enumerate(parts[1:-1], start=1):
+        names = {f.name for f in dataclasses.fields(section)}
+        if not isinstance(values, dict) or name not in names:
+            return
+        inner = _section_class(section, name)
+        if inner is None:
+            if values.get(name) is None and depth < len(parts) - 1:
+                values[name] = to_plain(_range_class(section, name)())
+            return
+        values, section = values.get(name), inner
 
 
 def _apply_overrides(plain: dict[str, Any], overrides: dict[str, Any], source: str) -> None:
@@ -270,16 +315,8 @@ def _apply_overrides(plain: dict[str, Any], overrides: dict[str, Any], source: s
             plain["base"]["overrides"][key.removeprefix("base.overrides.")] = value
             continue
         parts = key.split(".")
-        space = plain.get("space")
-        if (
-            parts[0] == "space"
-            and len(parts) > 2
-            and isinstance(space, dict)
-            and parts[1] in _RANGE_FIELDS
-            and space.get(parts[1]) is None
-        ):
-            # Give a left-out parameter a range: `space.epochs.low=2 space.epochs.high=6`.
-            space[parts[1]] = _empty_range(parts[1])
+        if parts[0] == "space" and len(parts) > 2:
+            _open_left_out_range(plain, parts)
         set_dotted(plain, key, value, source=source)
         _normalise_space(plain)
 
@@ -306,9 +343,7 @@ def load_search_spec(
         base["config"] = str(beside.resolve()) if beside.is_file() else base["config"]
     plain = merge_plain(_spec_defaults(), loaded)
     if isinstance(loaded.get("space"), dict):
-        # A parameter the file gives a range replaces the default range entirely (no stale
-        # `choices` or `low` merged in from the defaults).
-        plain["space"] = {**_spec_defaults()["space"], **loaded["space"]}
+        plain["space"] = _merge_space(_spec_defaults()["space"], loaded["space"], SpaceRanges)
     items = (
         overrides.items()
         if isinstance(overrides, dict)

@@ -11,7 +11,7 @@ Runs are found again by tags (`neuron.search`, `neuron.role`, `neuron.split`,
 `neuron.trial_id`), so a restored search re-attaches to the same runs instead of creating new
 ones, and every child still RUNNING when a study ends is terminated with its real status. Each
 Tune result is one `log_batch` request (step = epoch); params are the flattened resolved config
-(`model.spatial_prototypes`, ...) plus the Optuna parameters (`search.lr`, ...).
+(`model.spatial_prototypes`, ...) plus the Optuna parameters (`search.train.optimizer.lr`, ...).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,7 @@ class MlflowTracker:
     def log(
         self,
         run_id: str,
-        metrics: list[Metric] = (),
+        metrics: Sequence[Metric] = (),
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
         background: bool = False,
@@ -402,7 +403,7 @@ def _error_text(trial: Trial) -> str:
     local = trial.error_file
     if local and Path(local).is_file():
         return Path(local).read_text(errors="replace")
-    return trial.get_error() or ""
+    return str(trial.get_error() or "")
 
 
 def _metrics_of(result: dict[str, Any], step: int) -> list[Metric]:

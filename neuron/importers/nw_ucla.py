@@ -71,7 +71,7 @@ def plan(request: ImportRequest) -> ImportPlan:
             try:
                 skeletons = np.asarray(record["skeletons"], dtype=np.float32)
             except (ValueError, TypeError):
-                skeletons = np.empty(0)
+                skeletons = np.empty(0, dtype=np.float32)
             if (
                 skeletons.ndim != 3
                 or skeletons.shape[0] < 1

@@ -41,9 +41,10 @@ def test_search_is_registered_through_the_entry_point() -> None:
 def test_overrides_may_follow_options(capsys) -> None:
     parser = build_parser()
     args = parse_arguments(
-        parser, ["train", "tiny", "train.lr=0.5", "--name", "x", "train.epochs=2", "run.seed=3"]
+        parser,
+        ["train", "tiny", "train.optimizer.lr=0.5", "--name", "x", "train.epochs=2", "run.seed=3"],
     )
-    assert args.overrides == ["train.lr=0.5", "train.epochs=2", "run.seed=3"]
+    assert args.overrides == ["train.optimizer.lr=0.5", "train.epochs=2", "run.seed=3"]
     assert args.name == "x"
     search = parse_arguments(parser, ["search", "s.yaml", "--name", "n", "num_trials=2"])
     assert search.overrides == ["num_trials=2"] and search.name == "n"

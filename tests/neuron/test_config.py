@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from neuron.config import CONFIG_DIR, Config, ConfigError, config_from_plain, load_config
+import neuron.config as config_module
+from neuron.config import (
+    CONFIG_DIR,
+    Config,
+    ConfigError,
+    config_from_plain,
+    load_config,
+    scale_milestones,
+)
 
 SHIPPED = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -28,19 +39,21 @@ def test_unknown_key_suggests_the_nearest_valid_key() -> None:
 
 def test_dotted_overrides_are_parsed_as_yaml_values() -> None:
     config = load_config(
-        "tiny", ["model.spatial_prototypes=12", "train.lr=0.5", "model.temporal_windows=[1,2,8]"]
+        "tiny",
+        ["model.spatial_prototypes=12", "train.optimizer.lr=0.5", "model.temporal_windows=[1,2,8]"],
     )
     assert config.model.spatial_prototypes == 12
-    assert config.train.lr == 0.5
+    assert config.train.optimizer.lr == 0.5
     assert config.model.temporal_windows == (1, 2, 8)
 
 
 def test_exponent_numbers_without_a_dot_are_floats(tmp_path) -> None:
     # PyYAML's YAML 1.1 rules read `1e-3` as a string; configs read it as a number.
     path = tmp_path / "run.yaml"
-    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
-    config = load_config(path, ["train.epochs=2", "eval.gamma_grid=[1e-2, 1e1]"])
-    assert config.train.lr == 0.001 and config.train.weight_decay == 0.0005
+    path.write_text("train:\n  optimizer:\n    lr: 1e-3\n    weight_decay: 5E-4\n")
+    config = load_config(path, ["train.epochs=25", "eval.gamma_grid=[1e-2, 1e1]"])
+    assert config.train.optimizer.lr == 0.001
+    assert config.train.optimizer.weight_decay == 0.0005
     assert config.eval.gamma_grid == (0.01, 10.0)
     assert load_config(path, ["run.output_dir=1e3x"]).run.output_dir == "1e3x"
 
@@ -82,7 +95,7 @@ def test_bad_yaml_file_is_named(tmp_path) -> None:
 
 def test_fingerprint_changes_with_the_section() -> None:
     base = load_config("tiny")
-    changed = base.replace({"train.lr": 0.2})
+    changed = base.replace({"train.optimizer.lr": 0.2})
     assert base.fingerprint("model") == changed.fingerprint("model")
     assert base.fingerprint("train") != changed.fingerprint("train")
 
@@ -103,3 +116,66 @@ def test_with_absolute_paths_resolves_every_relative_path(tmp_path) -> None:
     assert resolved.data.side_information.path == "packaged:nw_ucla"  # shipped sets stay named
     assert resolved.data.side_information.cache_dir is None
     assert resolved.with_absolute_paths("/elsewhere") == resolved  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.optimizer.lr=.inf"], r"train\.optimizer\.lr=inf: must be a finite number > 0"),
+        (["train.optimizer.lr=.nan"], r"train\.optimizer\.lr=nan: must be a finite number > 0"),
+        (["pretrain.optimizer.lr=0"], r"pretrain\.optimizer\.lr=0\.0: must be a finite"),
+        (["train.optimizer.momentum=1"], r"train\.optimizer\.momentum=1\.0: must be in \[0, 1\)"),
+        (["train.optimizer.lr_decay=0"], r"lr_decay=0\.0: must be in \(0, 1\]"),
+        (["train.optimizer.lr_milestones=[20, 4]"], r"\[20, 4\]: must be strictly increasing"),
+        # The default milestones (4, 20) would never fire with 4 epochs: refused, with a fix.
+        (["train.epochs=4"], r"lr_milestones=\[4, 20\]: every milestone must be in \[1, 3\]"),
+        # A milestone at the last epoch lowers a rate no epoch uses.
+        (["train.epochs=20", "train.optimizer.lr_milestones=[4, 20]"], r"must be in \[1, 19\]"),
+        (["pretrain.epochs=50"], r"pretrain\.optimizer\.lr_milestones=\[60, 80, 100\]"),
+    ],
+)
+def test_optimiser_settings_are_checked_against_the_stage(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_both_stages_share_one_optimiser_config_with_their_own_defaults() -> None:
+    config = Config()
+    assert type(config.pretrain.optimizer) is type(config.train.optimizer)
+    assert config.pretrain.optimizer.lr_milestones == (60, 80, 100)
+    assert config.train.optimizer.lr_milestones == (4, 20)
+    assert config.pretrain.optimizer.weight_decay == 1e-4
+    assert config.train.optimizer.weight_decay == 5e-4
+
+
+def test_milestones_rescale_with_the_epochs() -> None:
+    assert scale_milestones((4, 20), 30, 30) == [4, 20]
+    assert scale_milestones((4, 20), 30, 15) == [2, 10]
+    assert scale_milestones((4, 20), 30, 7) == [1, 5]
+    assert scale_milestones((4, 20), 30, 2) == [1]  # 20 -> 1.33 -> 1: merged with 4 -> 0.27 -> 0
+    assert scale_milestones((1,), 2, 1) == []
+    for epochs in range(1, 60):
+        assert all(1 <= m < epochs for m in scale_milestones((4, 20), 30, epochs))
+
+
+def _undocumented_fields(module_path: Path) -> list[str]:
+    """Dataclass fields of a module not followed by a docstring."""
+    missing = []
+    for node in ast.parse(module_path.read_text()).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for index, statement in enumerate(node.body):
+            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                following = node.body[index + 1] if index + 1 < len(node.body) else None
+                documented = (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                )
+                if not documented:
+                    missing.append(f"{node.name}.{statement.target.id}")
+    return missing
+
+
+def test_every_config_field_has_a_docstring() -> None:
+    assert _undocumented_fields(Path(config_module.__file__)) == []

@@ -752,7 +752,7 @@ def test_arrays_errors_name_field_and_value(tmp_path: Path) -> None:
     ]  # fmt: skip
     for index, (fields, message) in enumerate(cases):
         source = tmp_path / f"case{index}.npz"
-        np.savez(source, joints=joints, **fields)
+        np.savez(source, joints=joints, **fields)  # type: ignore[arg-type]
         with pytest.raises(DatasetError, match=rf"case{index}\.npz: {message}"):
             import_dataset(
                 "arrays", source, tmp_path / "out.arrow", class_names_file=classes, progress=False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -38,8 +39,8 @@ ROUNDS = 3
 WINDOWS = {1: (8,), 2: (5, 8), 3: (3, 5, 8)}
 
 
-def tiny_config(steps: int = 3, **overrides: object) -> ModelConfig:
-    values: dict[str, object] = {
+def tiny_config(steps: int = 3, **overrides: Any) -> ModelConfig:
+    values: dict[str, Any] = {
         "encoder": ENCODER,
         "steps": steps,
         "spatial_prototypes": 6,
@@ -97,6 +98,7 @@ def test_shapes_for_every_switch(
         ("temporal", output.temporal, temporal_logits),
     ):
         if branches in ("both", branch):
+            assert embeddings is not None and logits is not None
             assert embeddings.shape == (steps, 4, TEXT_DIM)
             norms = embeddings.norm(dim=-1)
             assert torch.all(((norms - 1).abs() < 1e-5) | (norms == 0))
@@ -134,6 +136,7 @@ def test_compression_switches_off_each_joints_lowest_prototypes() -> None:
         2: {(0, 1), (0, 3), (1, 0), (1, 1), (2, 2), (2, 0)},
     }
     for step, off in expected_off.items():
+        assert head.spatial is not None
         weights = joint_attention(joint_features, prototypes, head.spatial.dropped(step))[
             0
         ]  # (V, K)
@@ -176,7 +179,7 @@ def test_no_compression_masks_nothing() -> None:
 # Temporal memory
 
 
-def set_mlp(mlp: torch.nn.Sequential, second_scale: float) -> None:
+def set_mlp(mlp: Any, second_scale: float) -> None:
     """First layer identity, second layer `second_scale` · identity, zero biases."""
     with torch.no_grad():
         mlp[0].weight.copy_(torch.eye(2))
@@ -248,6 +251,7 @@ def test_logits_are_scaled_mean_cosines() -> None:
         (spatial, spatial_text, spatial_logits),
         (temporal, temporal_text, temporal_logits),
     ):
+        assert logits is not None
         for step, sample, label in itertools.product(range(steps), range(batch), range(CLASSES)):
             round_index = ROUNDS - steps + step
             cosines = [
@@ -378,7 +382,7 @@ def test_same_seed_gives_identical_outputs() -> None:
     "overrides",
     [{}, {"branches": "spatial"}, {"branches": "temporal", "memory": "replace"}, {"steps": 1}],
 )
-def test_head_flops_match_the_flop_counter(overrides: dict[str, object]) -> None:
+def test_head_flops_match_the_flop_counter(overrides: dict[str, Any]) -> None:
     overrides = dict(overrides)
     steps = int(overrides.pop("steps", 3))
     cfg = tiny_config(steps, **overrides)

@@ -1,13 +1,20 @@
 """The tiny config end to end (stage 1, feature cache, stage 2, selection, the final test
 evaluation) against numbers recorded before a refactor: `pinned/tiny_run.json`.
 
-What the numbers are: `neuron train tiny` with `run.seed=0` on CPU — the stage-1 selection
-record, every per-epoch report except `epoch_seconds`, and the final metrics. Accuracies,
-epochs and class lists are ratios of counts and are compared exactly; continuous values
-(losses, the learning rate, the calibrated GZSL γ) are compared with a relative tolerance of
-1e-4, loose enough for float reassociation inside the encoder (a faster kernel with the same
-maths) and tight enough that any change to the data, the split, the initialisation, the
-optimiser or the order of batches moves them.
+What the numbers are: `neuron train tiny` with `run.seed=0` on CPU, recorded before the
+restructuring of neuron/train.py into one module per stage: the stage-1 selection record, every
+per-epoch report except `epoch_seconds`, and the final metrics. The tiny config learns nothing
+(every accuracy is at chance and the losses stay near ln 13 for 13 training classes), so this
+test guards the plumbing (data, split, initialisation, optimiser, batch order, selection,
+calibration), not the science; tests/neuron/test_train.py checks that stage 2 learns.
+
+Accuracies, epochs and class lists are ratios of counts and are compared exactly. Continuous
+values come from float arithmetic: running stage 1 on 2 threads instead of 1 (a pure float
+reassociation) moved the losses by < 2e-6 and the calibrated GZSL γ by < 1e-3 relative, so
+losses and the learning rate are compared with a relative tolerance of 1e-4 and γ (a gap
+between nearly equal scores, hence sensitive) with 1e-2. A faster encoder with the same maths
+stays within these; a change to the data, split, initialisation, optimiser or batch order
+moves the losses far beyond them.
 
 Re-record deliberately (`python -m tests.neuron.test_pinned_run`), and say in the commit why
 the numbers moved.
@@ -28,7 +35,7 @@ from neuron.prepare import prepare
 from neuron.train import fit
 
 PINNED = Path(__file__).parent / "pinned" / "tiny_run.json"
-CONTINUOUS = ("train/loss", "lr", "gzsl_gamma")
+RELATIVE_TOLERANCE = {"train/loss": 1e-4, "lr": 1e-4, "gzsl_gamma": 1e-2}
 """Keys (by suffix) whose values come from float arithmetic rather than from counts."""
 
 
@@ -63,10 +70,11 @@ def run_tiny(cache_dir: Path, run_dir: Path) -> dict[str, Any]:
 def _assert_metrics_equal(now: dict[str, float], pinned: dict[str, float], where: str) -> None:
     assert sorted(now) == sorted(pinned), f"{where}: metric names changed"
     for key, expected in pinned.items():
-        if key.endswith(CONTINUOUS):
-            assert now[key] == pytest.approx(expected, rel=1e-4, abs=1e-9), f"{where}: {key}"
-        else:
+        tolerance = next((t for k, t in RELATIVE_TOLERANCE.items() if key.endswith(k)), None)
+        if tolerance is None:
             assert now[key] == expected, f"{where}: {key}"
+        else:
+            assert now[key] == pytest.approx(expected, rel=tolerance), f"{where}: {key}"
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -149,6 +150,7 @@ def _tiny_clip(folder: Path, text_only: bool) -> torch.Tensor:
     from transformers import (
         CLIPConfig,
         CLIPModel,
+        CLIPTextConfig,
         CLIPTextModelWithProjection,
         PreTrainedTokenizerFast,
     )
@@ -170,7 +172,7 @@ def _tiny_clip(folder: Path, text_only: bool) -> torch.Tensor:
         eos_token="<|endoftext|>",
         model_max_length=16,
     )
-    text_config = {
+    text_config: dict[str, Any] = {
         "vocab_size": len(vocab),
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -195,9 +197,7 @@ def _tiny_clip(folder: Path, text_only: bool) -> torch.Tensor:
     torch.manual_seed(0)
     clip = CLIPModel(config).eval()
     if text_only:
-        model = CLIPTextModelWithProjection(
-            config.text_config.__class__(**{**text_config, "projection_dim": 24})
-        )
+        model = CLIPTextModelWithProjection(CLIPTextConfig(**{**text_config, "projection_dim": 24}))
         model.text_model.load_state_dict(clip.text_model.state_dict())
         model.text_projection.load_state_dict(clip.text_projection.state_dict())
         model.save_pretrained(folder)
@@ -242,7 +242,7 @@ def test_a_model_that_cannot_be_loaded_offline_is_a_clear_error(tmp_path: Path) 
 # neuron.sideinfo
 
 
-def _config(tiny_bert: str, **fields: object) -> SideInformationConfig:
+def _config(tiny_bert: str, **fields: Any) -> SideInformationConfig:
     return SideInformationConfig(**{"text_model": tiny_bert, **fields})
 
 

@@ -135,7 +135,7 @@ def test_the_moving_arm_is_the_described_arm(table: SkeletonTable) -> None:
             if "left arm" in parts
             else (None, None)
         )
-        if moving is None:
+        if moving is None or still is None:
             continue
         for index in np.flatnonzero(table.labels == label):
             sequence = table.sequence(int(index))

@@ -79,6 +79,7 @@ def test_cache_path_and_encoder_path_predict_the_same(tiny) -> None:
     a = predict_logits(cfg, head, cached, text, indices, classes)
     b = predict_logits(cfg, head, through_encoder, text, indices, classes)
     for left, right in zip(a, b, strict=True):
+        assert left is not None and right is not None
         np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-6)
         assert (left.argmax(-1) == right.argmax(-1)).all()
 
@@ -167,9 +168,11 @@ def test_divergence_stops_with_a_reason_and_keeps_the_last_good_checkpoint(
     tiny, tmp_path: Path
 ) -> None:
     cfg, prepared = tiny
-    diverging = cfg.replace({"train.lr": 1e30, "train.epochs": 6, "train.lr_milestones": [5]})
+    diverging = cfg.replace(
+        {"train.optimizer.lr": 1e30, "train.epochs": 6, "train.optimizer.lr_milestones": [5]}
+    )
     epochs: list[int] = []
-    with pytest.raises(DivergenceError, match=r"loss is (nan|inf).*lower train\.lr"):
+    with pytest.raises(DivergenceError, match=r"loss is (nan|inf).*lower train\.optimizer\.lr"):
         fit(
             diverging,
             lambda m, c: epochs.append(int(m["epoch"])),

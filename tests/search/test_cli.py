@@ -37,7 +37,10 @@ def closed_port() -> int:
     [
         (["missing.yaml"], "missing.yaml: no such search spec file"),
         ([str(SPECS / "tiny.yaml"), "num_trails=2"], "did you mean 'num_trials'"),
-        ([str(SPECS / "tiny.yaml"), "space.lr.low=5.0"], "space.lr: low=5.0 >= high=0.5"),
+        (
+            [str(SPECS / "tiny.yaml"), "space.train.optimizer.lr.low=5.0"],
+            "space.train.optimizer.lr: low=5.0 >= high=0.5",
+        ),
         ([str(SPECS / "tiny.yaml"), "objective.metric=test/gzsl_h"], "test metrics"),
         ([str(SPECS / "tiny.yaml"), "--resume"], "--resume needs --name"),
         ([str(SPECS / "tiny.yaml"), "--tracking-uri", "./mlruns"], "MLflow 3 refuses file stores"),

@@ -108,7 +108,7 @@ def test_a_worker_node_lost_mid_study_and_every_trial_completes_from_its_checkpo
             tiny_cache,
             "num_trials=3",
             "scheduler.name=none",
-            "space.epochs=60",
+            "space.train.epochs=60",
             "max_failures=3",
         )
         run_search(spec, "node-loss")
@@ -149,7 +149,7 @@ def test_a_killed_driver_is_resumed_to_completion_with_the_same_runs(tmp_path, s
         f"base.overrides.run.cache_dir={tiny_cache}",
         "num_trials=4",
         "scheduler.name=none",
-        "space.epochs=20",
+        "space.train.epochs=20",
     ]
     command = [
         sys.executable,

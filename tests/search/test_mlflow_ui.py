@@ -24,6 +24,7 @@ BROWSER = next(
 def page_text(url: str, tmp_path: Path) -> str:
     """The visible text of a page after the UI's scripts ran (virtual time lets them fetch and
     render before the DOM is dumped)."""
+    assert BROWSER is not None
     dom = subprocess.run(
         [
             BROWSER,
@@ -83,7 +84,7 @@ def test_the_mlflow_ui_shows_the_study_its_trials_and_their_results(
         assert f"Parent run {study_run.info.run_name}" in trial_page
         assert "neuron.status : completed" in trial_page
         assert f"test/gzsl_h {js_number(test_h)}" in trial_page
-        assert "objective" in trial_page and "train.lr" in trial_page
+        assert "objective" in trial_page and "train.optimizer.lr" in trial_page
 
         artifacts = page_text(
             f"{uri}/#/experiments/{result.experiment_id}/runs/{study_run.info.run_id}/artifacts",

@@ -82,8 +82,8 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
             child.data.params["model.spatial_prototypes"]
             == child.data.params["search.spatial_prototypes"]
         )
-        assert float(child.data.params["train.lr"]) == pytest.approx(
-            float(child.data.params["search.lr"])
+        assert float(child.data.params["train.optimizer.lr"]) == pytest.approx(
+            float(child.data.params["search.train.optimizer.lr"])
         )
         assert child.data.params["run.threads"] == "1"
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"config.yaml"}
@@ -144,7 +144,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
         tiny_cache,
         "num_trials=4",
         "scheduler.name=none",
-        "space.lr.high=1000000000000.0",
+        "space.train.optimizer.lr.high=1000000000000.0",
         "max_failures=0",
     )
     run_search(spec, "diverge")
@@ -157,7 +157,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
             child.data.tags
         )
         assert "loss is nan" in child.data.tags["neuron.status"]
-        assert float(child.data.params["train.lr"]) > 100
+        assert float(child.data.params["train.optimizer.lr"]) > 100
     assert all(c.data.tags["neuron.status"] == "completed" for c in others)
     assert study.data.tags["neuron.trials_failed"] == str(len(failed))
     optuna_study = optuna.load_study(
@@ -233,7 +233,7 @@ def test_a_multi_split_search_runs_one_study_per_split_under_one_parent(
         "splits=[synthetic_default, synthetic_alt]",
         "num_trials=2",
         "scheduler.name=none",
-        "space.epochs=2",
+        "space.train.epochs=2",
     )
     result = run_search(spec, "multi")
     tracker = MlflowTracker(store, "neuron-search")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import optuna
 import pytest
 
@@ -38,7 +36,7 @@ def sample(ranges: SpaceRanges, base: Config, n: int, seed: int = 0, sampler: st
         trial = study.ask()
         overrides = define_space(trial, ranges, base)
         points.append((dict(trial.params), overrides))
-        study.tell(trial, float(overrides.get("train.lr", 0.1)) * len(overrides))
+        study.tell(trial, float(overrides.get("train.optimizer.lr", 0.1)) * len(overrides))
     return points
 
 
@@ -64,7 +62,7 @@ def test_every_sampled_point_is_in_range_and_builds_a_valid_config(default_base,
     ):
         config = base.replace(overrides)  # raises ConfigError if invalid
         for name, value in params.items():
-            bounds = getattr(ranges, name)
+            bounds = ranges.parameters()[name]
             if isinstance(bounds, (IntRange, FloatRange)):
                 assert bounds.low <= value <= bounds.high, (name, value)
             else:
@@ -81,12 +79,17 @@ def test_conditional_parameters_appear_only_where_they_apply(default_base):
     for params, overrides in sample(SpaceRanges(), default_base, 200):
         for name in params:
             seen.setdefault(name, set())
-        if "compression_per_step" in params:
-            assert params["compression"] is True
+        if "model.compression_per_step" in params:
+            assert params["model.compression"] is True
         else:
-            assert params["compression"] is False and "model.compression_per_step" not in overrides
-        assert ("temporal_gate" in params) == (params["temporal_memory"] == "gated")
-        assert ("step_loss_weighting" in params) == (params["steps"] >= 2)
+            assert params["model.compression"] is False
+            assert "model.compression_per_step" not in overrides
+        assert ("model.gate" in params) == (params["model.memory"] == "gated")
+        assert ("step_loss_weighting" in params) == (params["model.steps"] >= 2)
+        # One name per knob: a parameter that sets a config field is named by its key.
+        for name, value in params.items():
+            if "." in name:
+                assert overrides[name] == value
     # every parameter of the natural space was proposed at least once
     assert set(seen) == set(SpaceRanges().searched())
 
@@ -96,11 +99,16 @@ def test_conditional_parameters_appear_only_where_they_apply(default_base):
     [
         (
             "spatial",
-            {"temporal_prototypes", "temporal_memory", "temporal_gate", "spatial_loss_share"},
+            {"model.temporal_prototypes", "model.memory", "model.gate", "spatial_loss_share"},
         ),
         (
             "temporal",
-            {"spatial_prototypes", "compression", "compression_per_step", "spatial_loss_share"},
+            {
+                "model.spatial_prototypes",
+                "model.compression",
+                "model.compression_per_step",
+                "spatial_loss_share",
+            },
         ),
     ],
 )
@@ -111,19 +119,24 @@ def test_single_branch_models_do_not_search_the_other_branch(default_base, branc
 
 
 def test_fixed_parameters_are_not_searched_and_left_out_ones_keep_the_base(default_base):
-    ranges = dataclasses.replace(
-        SpaceRanges(),
-        lr=FloatRange(fixed=0.05),
-        epochs=IntRange(fixed=7),
-        weight_decay=None,
-        compression=BoolChoice(fixed=False),
+    ranges = SpaceRanges().replace(
+        {
+            "train.optimizer.lr": FloatRange(fixed=0.05),
+            "train.epochs": IntRange(fixed=7),
+            "train.optimizer.weight_decay": None,
+            "model.compression": BoolChoice(fixed=False),
+        }
     )
-    assert "lr" not in ranges.searched() and "weight_decay" not in ranges.searched()
+    searched = ranges.searched()
+    assert "train.optimizer.lr" not in searched and "train.optimizer.weight_decay" not in searched
     for params, overrides in sample(ranges, default_base, 20):
-        assert "lr" not in params and "compression_per_step" not in params
-        assert overrides["train.lr"] == 0.05 and overrides["train.epochs"] == 7
+        assert "train.optimizer.lr" not in params and "model.compression_per_step" not in params
+        assert overrides["train.optimizer.lr"] == 0.05 and overrides["train.epochs"] == 7
         assert overrides["model.compression"] is False
-        assert "train.weight_decay" not in overrides
+        assert "train.optimizer.weight_decay" not in overrides
+        # The default milestones (4, 20) of 30 epochs, rescaled to 7 epochs: round(0.93), round(4.67).
+        assert overrides["train.optimizer.lr_milestones"] == [1, 5]
+        assert default_base.replace(overrides).train.optimizer.lr_milestones == (1, 5)
 
 
 def test_window_schedule_reproduces_the_reference_and_follows_the_steps():
@@ -143,10 +156,12 @@ def test_step_weights_uniform_and_increasing():
 
 
 def test_seeded_sampler_is_reproducible_and_seeds_differ(tiny_base):
-    ranges = SpaceRanges(
-        spatial_prototypes=IntRange(8, 12, step=2),
-        temporal_prototypes=IntRange(4, 12, step=4),
-        compression_per_step=IntRange(1, 2),
+    ranges = SpaceRanges().replace(
+        {
+            "model.spatial_prototypes": IntRange(8, 12, step=2),
+            "model.temporal_prototypes": IntRange(4, 12, step=4),
+            "model.compression_per_step": IntRange(1, 2),
+        }
     )
     first = sample(ranges, tiny_base, 15, seed=7, sampler="tpe")
     again = sample(ranges, tiny_base, 15, seed=7, sampler="tpe")
@@ -158,46 +173,57 @@ def test_seeded_sampler_is_reproducible_and_seeds_differ(tiny_base):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"lr": FloatRange(0.3, 0.01, log=True)}, "space.lr: low=0.3 >= high=0.01"),
-        ({"lr": FloatRange(0.0, 0.1, log=True)}, "space.lr.low=0.0: must be > 0.0"),
-        ({"weight_decay": FloatRange(0.0, 0.1, log=True)}, "log range needs low > 0"),
         (
-            {"spatial_prototypes": IntRange(40, 150, step=20)},
+            {"train.optimizer.lr": FloatRange(0.3, 0.01, log=True)},
+            "space.train.optimizer.lr: low=0.3 >= high=0.01",
+        ),
+        (
+            {"train.optimizer.lr": FloatRange(0.0, 0.1, log=True)},
+            "space.train.optimizer.lr.low=0.0: must be > 0.0",
+        ),
+        (
+            {"train.optimizer.weight_decay": FloatRange(0.0, 0.1, log=True)},
+            "log range needs low > 0",
+        ),
+        (
+            {"model.spatial_prototypes": IntRange(40, 150, step=20)},
             "not a multiple of step=20; use high=140",
         ),
-        ({"steps": IntRange(1, 4)}, "space.steps.high=4: must be >= 1 and <= 3"),
+        ({"model.steps": IntRange(1, 4)}, "space.model.steps.high=4: must be >= 1 and <= 3"),
         ({"temporal_first_window_fraction": FloatRange(0.2, 1.5)}, "must be > 0.0 and <= 1.0"),
-        ({"temporal_gate": StrChoice(("relu_sigmoid", "tanh"))}, "'tanh' is not a valid choice"),
-        ({"temporal_memory": StrChoice(())}, "choices is empty"),
-        ({"lr": FloatRange(0.01, 0.1, fixed=0.05)}, "set one or the other"),
-        ({"epochs": IntRange(low=3)}, "needs low and high"),
+        ({"model.gate": StrChoice(("relu_sigmoid", "tanh"))}, "'tanh' is not a valid choice"),
+        ({"model.memory": StrChoice(())}, "choices is empty"),
+        ({"train.optimizer.lr": FloatRange(0.01, 0.1, fixed=0.05)}, "set one or the other"),
+        ({"train.epochs": IntRange(low=3)}, "needs low and high"),
         ({"temporal_window_growth": None}, "set both (searched or fixed) or neither"),
     ],
 )
 def test_invalid_ranges_are_rejected_with_the_field_named(change, message):
     with pytest.raises(ConfigError) as error:
-        dataclasses.replace(SpaceRanges(), **change)
+        SpaceRanges().replace(change)
     assert message in str(error.value)
 
 
 def test_compression_dropping_more_prototypes_than_exist_is_rejected_before_any_trial(default_base):
-    ranges = dataclasses.replace(SpaceRanges(), compression_per_step=IntRange(4, 14))
+    ranges = SpaceRanges().replace({"model.compression_per_step": IntRange(4, 14)})
     with pytest.raises(ConfigError) as error:
         check_space(ranges, default_base)
     text = str(error.value)
-    assert "space.compression_per_step" in text and "high <= 13" in text
+    assert "space.model.compression_per_step" in text and "high <= 13" in text
     # Without compression the same range is harmless.
-    check_space(dataclasses.replace(ranges, compression=BoolChoice(fixed=False)), default_base)
+    check_space(ranges.replace({"model.compression": BoolChoice(fixed=False)}), default_base)
     # Fewer steps make it valid too: 14 * 2 < 40.
-    check_space(dataclasses.replace(ranges, steps=IntRange(1, 2)), default_base)
+    check_space(ranges.replace({"model.steps": IntRange(1, 2)}), default_base)
 
 
 def test_corners_cover_every_choice_and_the_worst_compression_corner(default_base):
     points = corner_points(SpaceRanges(), default_base)
-    assert {p["temporal_memory"] for p in points} == {"gated", "replace"}
-    assert {p["compression"] for p in points} == {True, False}
+    assert {p["model.memory"] for p in points} == {"gated", "replace"}
+    assert {p["model.compression"] for p in points} == {True, False}
     assert any(
-        p["spatial_prototypes"] == 40 and p["steps"] == 3 and p["compression_per_step"] == 13
+        p["model.spatial_prototypes"] == 40
+        and p["model.steps"] == 3
+        and p["model.compression_per_step"] == 13
         for p in points
     )
 
@@ -206,31 +232,32 @@ def test_corner_check_catches_an_invalid_config_from_the_base(tiny_base):
     # A base config with 4 feature frames is fine; a spatial base of 3 prototypes and a fixed
     # compression of 1 per step over 3 steps is not, and no range of the space is to blame.
     base = tiny_base.replace({"model.spatial_prototypes": 3, "model.compression_per_step": 0})
-    ranges = dataclasses.replace(
-        SpaceRanges(),
-        spatial_prototypes=None,
-        compression_per_step=IntRange(fixed=1),
-        steps=IntRange(1, 3),
+    ranges = SpaceRanges().replace(
+        {
+            "model.spatial_prototypes": None,
+            "model.compression_per_step": IntRange(fixed=1),
+            "model.steps": IntRange(1, 3),
+        }
     )
     with pytest.raises(ConfigError, match="compression_per_step"):
         check_space(ranges, base)
 
 
 def test_steps_without_window_or_weighting_parameters_are_rejected(default_base):
-    no_windows = dataclasses.replace(
-        SpaceRanges(), temporal_first_window_fraction=None, temporal_window_growth=None
+    no_windows = SpaceRanges().replace(
+        {"temporal_first_window_fraction": None, "temporal_window_growth": None}
     )
     with pytest.raises(ConfigError, match="windows must follow the steps"):
         check_space(no_windows, default_base)
     with pytest.raises(ConfigError, match="step loss weights must follow the steps"):
-        check_space(dataclasses.replace(SpaceRanges(), step_loss_weighting=None), default_base)
+        check_space(SpaceRanges().replace({"step_loss_weighting": None}), default_base)
     # With steps left out, the base windows and weights stay valid.
-    check_space(dataclasses.replace(no_windows, steps=None, step_loss_weighting=None), default_base)
+    check_space(
+        no_windows.replace({"model.steps": None, "step_loss_weighting": None}), default_base
+    )
 
 
 def test_max_epochs_is_the_largest_epoch_count_a_trial_can_get(default_base):
     assert max_epochs(SpaceRanges(), default_base) == default_base.train.epochs
-    assert max_epochs(dataclasses.replace(SpaceRanges(), epochs=IntRange(2, 9)), default_base) == 9
-    assert (
-        max_epochs(dataclasses.replace(SpaceRanges(), epochs=IntRange(fixed=4)), default_base) == 4
-    )
+    assert max_epochs(SpaceRanges().replace({"train.epochs": IntRange(2, 9)}), default_base) == 9
+    assert max_epochs(SpaceRanges().replace({"train.epochs": IntRange(fixed=4)}), default_base) == 4

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from neuron.config import ConfigError
-from search.space import FloatRange, IntRange
+from search.space import FloatRange, IntRange, StrChoice
 from search.spec import ObjectiveSpec, load_search_spec
 
 SPECS = Path(__file__).resolve().parents[2] / "search" / "specs"
@@ -41,11 +41,14 @@ base:
   overrides: {train.epochs: 4}
 num_trials: 3
 space:
-  spatial_prototypes: {low: 8, high: 12, step: 2}
-  temporal_prototypes: {low: 4, high: 8, step: 4}
-  compression_per_step: {low: 1, high: 2}
-  lr: {low: 0.01, high: 0.1, log: true}
-  epochs: 4
+  model:
+    spatial_prototypes: {low: 8, high: 12, step: 2}
+    temporal_prototypes: {low: 4, high: 8, step: 4}
+    compression_per_step: {low: 1, high: 2}
+  train:
+    epochs: 4
+    optimizer:
+      lr: {low: 0.01, high: 0.1, log: true}
 """
 
 
@@ -54,32 +57,45 @@ def test_dotted_overrides_change_the_spec_and_keep_the_rest(tmp_path):
         write(tmp_path, BASIC),
         [
             "num_trials=5",
-            "space.lr.low=0.02",
-            "space.weight_decay=0.001",
+            "space.train.optimizer.lr.low=0.02",
+            "space.train.optimizer.weight_decay=0.001",
             "base.overrides.train.batch_size=8",
         ],
     )
     assert spec.num_trials == 5
-    assert spec.space.lr == FloatRange(low=0.02, high=0.1, log=True)
-    assert spec.space.weight_decay == FloatRange(fixed=0.001)  # a bare value fixes it
-    assert spec.space.epochs == IntRange(fixed=4)
+    assert spec.space.train.optimizer.lr == FloatRange(low=0.02, high=0.1, log=True)
+    assert spec.space.train.optimizer.weight_decay == FloatRange(fixed=0.001)  # bare: fixed
+    assert spec.space.train.epochs == IntRange(fixed=4)
+    # a range the file gives replaces the default range; the rest of a section keeps defaults
+    assert spec.space.model.temporal_prototypes == IntRange(4, 8, step=4)
+    assert spec.space.model.memory == StrChoice(("gated", "replace"))
     assert spec.base.overrides == {"train.epochs": 4, "train.batch_size": 8}
     assert spec.base_config().train.batch_size == 8
 
 
 def test_a_left_out_parameter_gets_a_range_from_overrides(tmp_path):
     spec = load_search_spec(
-        write(tmp_path, BASIC + "  logit_scale: null\n"),
-        ["space.logit_scale.low=0.05", "space.logit_scale.high=0.5", "space.logit_scale.log=true"],
+        write(tmp_path, BASIC.replace("  model:\n", "  model:\n    logit_scale: null\n")),
+        [
+            "space.model.logit_scale.low=0.05",
+            "space.model.logit_scale.high=0.5",
+            "space.model.logit_scale.log=true",
+        ],
     )
-    assert spec.space.logit_scale == FloatRange(0.05, 0.5, log=True)
-    assert spec.space.epochs == IntRange(fixed=4)
-    left_out = load_search_spec(write(tmp_path, BASIC + "  logit_scale: null\n"))
-    assert left_out.space.logit_scale is None and "logit_scale" not in left_out.space.searched()
+    assert spec.space.model.logit_scale == FloatRange(0.05, 0.5, log=True)
+    assert spec.space.train.epochs == IntRange(fixed=4)
+    left_out = load_search_spec(
+        write(tmp_path, BASIC.replace("  model:\n", "  model:\n    logit_scale: null\n"))
+    )
+    assert left_out.space.model.logit_scale is None
+    assert "model.logit_scale" not in left_out.space.searched()
 
 
 def test_relative_base_config_is_read_next_to_the_spec(tmp_path):
-    (tmp_path / "mine.yaml").write_text("model:\n  hidden: 12\n")
+    # 4 epochs (the spec's base override) need milestones below 4
+    (tmp_path / "mine.yaml").write_text(
+        "model:\n  hidden: 12\ntrain:\n  optimizer:\n    lr_milestones: [2]\n"
+    )
     spec = load_search_spec(write(tmp_path, BASIC.replace("config: tiny", "config: mine.yaml")))
     assert spec.base_config().model.hidden == 12
 
@@ -88,13 +104,20 @@ def test_relative_base_config_is_read_next_to_the_spec(tmp_path):
     ("override", "message"),
     [
         ("num_trails=3", "unknown key num_trails: did you mean 'num_trials'?"),
-        ("space.lr.lo=0.1", "unknown key space.lr.lo: did you mean 'low'?"),
+        (
+            "space.train.optimizer.lr.lo=0.1",
+            "unknown key space.train.optimizer.lr.lo: did you mean 'low'?",
+        ),
         ("space.learning_rate=0.1", "unknown key space.learning_rate"),
+        ("space.temporal_memory=gated", "unknown key space.temporal_memory"),
         ("objective.metric=test/zsl_top1", "test metrics (unseen test classes) must never select"),
         ("objective.metric=train/loss", "must be a validation metric"),
         ("objective.mode=maximize", "objective.mode='maximize': must be one of 'max', 'min'"),
-        ("space.lr.low=0.5", "space.lr: low=0.5 >= high=0.1"),
-        ("space.compression_per_step.high=3", "use space.compression_per_step.high <= 2"),
+        ("space.train.optimizer.lr.low=0.5", "space.train.optimizer.lr: low=0.5 >= high=0.1"),
+        (
+            "space.model.compression_per_step.high=3",
+            "use space.model.compression_per_step.high <= 2",
+        ),
         ("tracking_uri=./mlruns", "MLflow 3 refuses file stores"),
         ("tracking_uri=file:///tmp/mlruns", "MLflow 3 refuses file stores"),
         ("scheduler.grace_period=5", "scheduler.grace_period=5: longer than the trials (4 epochs)"),

@@ -72,7 +72,10 @@ def study_info(
 def make_trial(trial_id: str, lr: float) -> Trial:
     return Trial(
         "train_trial",
-        config={"lr": lr, "overrides": {"train.lr": lr, "model.spatial_prototypes": 10}},
+        config={
+            "train.optimizer.lr": lr,
+            "overrides": {"train.optimizer.lr": lr, "model.spatial_prototypes": 10},
+        },
         trial_id=trial_id,
         stub=True,
     )
@@ -86,7 +89,7 @@ def epoch_result(epoch: int, value: float, final: bool = False) -> dict:
         "val/zsl_top1": 0.5,
         "training_iteration": epoch,
         "time_this_iter_s": 0.1,
-        "config": {"lr": 0.1},
+        "config": {"train.optimizer.lr": 0.1},
         "hostname": "node",
         "timestamp": time.time(),
     }
@@ -194,8 +197,9 @@ def test_trial_runs_nest_under_the_study_with_params_batched_metrics_tags_and_co
     assert tags["neuron.seen_classes"] == "[0, 1, 2, 3, 4, 5]"
     assert tags["neuron.version"]
     assert run.info.status == "FINISHED"
-    assert params["train.lr"] == "0.05" and params["model.spatial_prototypes"] == "10"
-    assert params["model.temporal_windows"] == "[2, 4, 8]" and params["search.lr"] == "0.05"
+    assert params["train.optimizer.lr"] == "0.05" and params["model.spatial_prototypes"] == "10"
+    assert params["model.temporal_windows"] == "[2, 4, 8]"
+    assert params["search.train.optimizer.lr"] == "0.05"  # one name: searched value of the param
     assert (
         "config" not in params and "hostname" not in metrics and "training_iteration" not in metrics
     )
@@ -204,7 +208,7 @@ def test_trial_runs_nest_under_the_study_with_params_batched_metrics_tags_and_co
     assert metrics["objective"] == 0.75  # the selected epoch's value, not the last epoch's
     assert metrics["fidelity/epochs"] == 3
     config_yaml = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
-    assert yaml.safe_load(config_yaml.read_text())["train"]["lr"] == 0.05
+    assert yaml.safe_load(config_yaml.read_text())["train"]["optimizer"]["lr"] == 0.05
 
 
 def test_a_restored_callback_reattaches_without_duplicate_runs_or_metrics(store, tmp_path):
@@ -268,10 +272,10 @@ def test_study_end_leaves_no_running_child_and_writes_the_summary(store, tmp_pat
         study_name=study.study_name, storage=study.optuna_storage, direction="maximize"
     )
     for lr, value in ((0.01, 0.75), (0.02, 0.5), (0.03, 0.6)):
-        optuna_study.enqueue_trial({"lr": lr, "steps": 2})
+        optuna_study.enqueue_trial({"train.optimizer.lr": lr, "model.steps": 2})
         trial = optuna_study.ask()
-        trial.suggest_float("lr", 0.001, 0.1, log=True)
-        trial.suggest_int("steps", 1, 3)
+        trial.suggest_float("train.optimizer.lr", 0.001, 0.1, log=True)
+        trial.suggest_int("model.steps", 1, 3)
         optuna_study.tell(trial, value)
     left_running = optuna_study.ask()
 
@@ -319,9 +323,9 @@ def test_study_end_leaves_no_running_child_and_writes_the_summary(store, tmp_pat
     output = Path(study.output_dir)
     table = pd.read_parquet(output / "results.parquet")
     assert len(table) == 5 and set(table["trial_id"]) == {*(t.trial_id for t in trials), "dead0000"}
-    assert table.set_index("trial_id").loc["cccc0000", "search.lr"] == 0.01
+    assert table.set_index("trial_id").loc["cccc0000", "search.train.optimizer.lr"] == 0.01
     best = load_config(output / "best_config.yaml")
-    assert best.train.lr == 0.01 and best.model.spatial_prototypes == 10
+    assert best.train.optimizer.lr == 0.01 and best.model.spatial_prototypes == 10
     assert "neuron train" in (output / "best_config.yaml").read_text().splitlines()[1]
 
 
@@ -408,8 +412,8 @@ def test_a_loopback_tracking_server_receives_runs_metrics_and_artifacts(tmp_path
 
         client = mlflow.MlflowClient(uri)
         run = client.get_run(callback.run_id(trial))
-        assert run.info.status == "FINISHED" and run.data.params["train.lr"] == "0.05"
+        assert run.info.status == "FINISHED" and run.data.params["train.optimizer.lr"] == "0.05"
         assert [m.step for m in client.get_metric_history(run.info.run_id, OBJECTIVE)] == [1, 2]
         config_yaml = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
-        assert yaml.safe_load(Path(config_yaml).read_text())["train"]["lr"] == 0.05
+        assert yaml.safe_load(Path(config_yaml).read_text())["train"]["optimizer"]["lr"] == 0.05
         assert list((tmp_path / "artifacts").rglob("config.yaml"))  # stored by the server
