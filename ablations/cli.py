@@ -182,16 +182,21 @@ def _list(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or DEFAULT_STORE
     check_tracking_uri(uri)
     tracker = MlflowTracker(uri, args.experiment)
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        filter_string=f"tags.`{TAG_ROLE}` IN ('{ROLE_TOP}', '{ROLE_STUDY}')",
-        order_by=["attributes.start_time DESC"],
-    )
-    roots = [
-        r
-        for r in runs
-        if r.data.tags.get(TAG_ROLE) == ROLE_TOP or not r.data.tags.get(PARENT_RUN_ID)
+    runs = [
+        run
+        for role in (ROLE_TOP, ROLE_STUDY)
+        for run in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{role}'"
+        )
     ]
+    roots = sorted(
+        (
+            r
+            for r in runs
+            if r.data.tags.get(TAG_ROLE) == ROLE_TOP or PARENT_RUN_ID not in r.data.tags
+        ),
+        key=lambda r: -r.info.start_time,
+    )
     if not roots:
         print(f"no ablation studies in experiment {args.experiment!r} at {uri}")
         return 0

@@ -251,12 +251,17 @@ class Report:
             reference = summaries[0]
             if reference.n:
                 axis.axhline(100 * reference.mean, color="tab:orange", linewidth=0.8, ls="--")
+            # Percentages: whiskers past 0 or 100 % (few seeds, wide intervals) are cut there.
+            axis.set_ylim(
+                0, min(100.0, max(m + e for m, e in zip(means, errors, strict=True)) * 1.1) or 1
+            )
             axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
             axis.set_xticks(range(len(names)))
             axis.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
         axes[0, 0].set_title(
-            f"{self.name} · {split}: mean ± {round(100 * self.plan['confidence'])} % CI over "
-            "seeds (full model in orange)"
+            f"{self.name} · {split}\nmean ± {round(100 * self.plan['confidence'])} % CI over "
+            "seeds; the full model in orange",
+            fontsize=10,
         )
         figure.tight_layout()
         buffer = io.BytesIO()
