@@ -1,7 +1,8 @@
 """A tiny ablation study end to end: real Ray, real MLflow (SQLite), the synthetic dataset.
 
-One study (ablations/specs/tiny.yaml: full, a stage-2 variant and a stage-1 variant, 2 seeds)
-is shared by the tests of this module; the killed-and-resumed study reuses its stage-1 caches.
+One study (ablations/specs/tiny.yaml: full, a stage-2 variant and a stage-1 variant, plus a
+variant whose training diverges; 2 seeds) is shared by the tests of this module; the
+killed-and-resumed study reuses its stage-1 caches.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ def overrides(work: Path, store: str) -> list[str]:
 @pytest.fixture(scope="module")
 def study(work, ablation_store):
     """Run the tiny study once (a 2-CPU local Ray instance of our own)."""
-    spec = load_ablation_spec(TINY, overrides(work, ablation_store))
+    spec = load_ablation_spec(
+        TINY,
+        [
+            *overrides(work, ablation_store),
+            "variants.diverges={train.lr: 1.0e12}",
+            "max_failures=0",
+        ],
+    )
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         result = run_ablation(plan_study(spec), NAME)
@@ -68,7 +76,12 @@ def test_study_is_recorded_in_mlflow(study, ablation_store):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["neuron.role"] == "ablation_study"
     runs = children(ablation_store, NAME)
-    assert len(runs) == 6
+    assert len(runs) == 8
+    failed = [r for r in runs if r.data.tags["neuron.variant"] == "diverges"]
+    for run in failed:  # recorded with its reason; the study went on
+        assert run.info.status == "FAILED"
+        assert run.data.tags["neuron.status"].startswith("failed: DivergenceError: ")
+    runs = [r for r in runs if r not in failed]
     cells = {
         (r.data.tags["neuron.variant"], r.data.tags["neuron.split"], r.data.tags["neuron.seed"])
         for r in runs
@@ -99,6 +112,11 @@ def test_study_is_recorded_in_mlflow(study, ablation_store):
     assert parent.data.tags[NOTE] == study.report.text()
     assert "| **full** | reference | 2 |" in parent.data.tags[NOTE]
     assert parent.data.tags["neuron.runs_completed"] == "6"
+    assert parent.data.tags["neuron.runs_failed"] == "2"
+    missing = study.report.missing("synthetic_default")
+    assert len(missing) == 2 and all(m.startswith("diverges seed") for m in missing)
+    assert "failed: DivergenceError" in missing[0]
+    assert "Missing cells: diverges seed 0: failed: DivergenceError" in parent.data.tags[NOTE]
 
 
 @pytest.mark.slow
@@ -118,7 +136,9 @@ def test_report_statistics_match_the_runs(study, ablation_store):
     assert comparison.n == 2 and comparison.difference.mean == pytest.approx(expected)
     assert "1 degree of freedom" in comparison.note
     csv_lines = (study.output_dir / "report.csv").read_text().splitlines()
-    assert len(csv_lines) == 1 + 3 * 5  # header + variants × metrics
+    assert len(csv_lines) == 1 + 4 * 5  # header + variants × metrics
+    diverged = study.report.comparisons[("synthetic_default", "diverges", "test/zsl_top1")]
+    assert diverged.n == 0 and "no interval and no test" in diverged.note
 
 
 @pytest.mark.slow
@@ -129,7 +149,7 @@ def test_stage1_is_shared_by_stage2_variants(study, work):
     assert (study.stage1.encoders_reused, study.stage1.caches_reused) == (0, 0)
     assert len(list((work / "cache" / "encoders").glob("*/encoder.pt"))) == 2
     assert len(list((work / "cache" / "features").glob("*.arrow"))) == 2
-    assert "2 encoder(s) and 2 feature cache(s) serve 6 runs" in study.summary()
+    assert "2 encoder(s) and 2 feature cache(s) serve 8 runs" in study.summary()
 
 
 @pytest.mark.slow
