@@ -40,6 +40,9 @@ from search.tracking import TAG_ROLE, TAG_SPLIT, TAG_STATUS, MlflowTracker
 METRIC_SOURCES = {"val/zsl_top1": "selected/val/zsl_top1"}
 """Report metric → the child run's metric (validation at the epoch `fit` selected)."""
 
+NOTE_LIMIT = 8000
+"""Characters of a tag value the tracking layer sends (search.tracking.MlflowTracker.log)."""
+
 METRIC_LABELS = {
     "val/zsl_top1": "val ZSL",
     "test/zsl_top1": "test ZSL",
@@ -171,6 +174,19 @@ class Report:
         the parent run's description in MLflow)."""
         sections = [self.header()] + [self.split_section(s, all_metrics=False) for s in self.splits]
         return "\n\n".join(sections) + "\n"
+
+    def note(self, split: str | None = None, limit: int = NOTE_LIMIT) -> str:
+        """The run description: the summary (of one split, or of all), shortened to the main
+        tables when it would pass MLflow's tag limit."""
+        splits = [split] if split else self.splits
+        full = "\n\n".join(
+            [self.header()] + [self.split_section(s, all_metrics=False) for s in splits]
+        )
+        if len(full) <= limit:
+            return full + "\n"
+        tables = "\n\n".join([self.header()] + [f"## {s}\n\n{self.main_table(s)}" for s in splits])
+        tail = "\n\n(differences and tests: report/report.md)"
+        return tables[: limit - len(tail)] + tail + "\n"
 
     def csv(self) -> str:
         """One row per (split, variant, metric): the summary and the comparison."""
@@ -439,8 +455,8 @@ def publish_report(
         log_files(tracker, study.info.run_id, [folder / f"{split}.png"], "report")
         tracker.log(
             study.info.run_id,
-            tags={NOTE: report.split_section(split, all_metrics=False), TAG_STATUS: "completed"},
+            tags={NOTE: report.note(split), TAG_STATUS: "completed"},
         )
         tracker.finish(study.info.run_id, "FINISHED")
-    tracker.log(root.info.run_id, tags={NOTE: report.text(), TAG_STATUS: "completed"} | counts)
+    tracker.log(root.info.run_id, tags={NOTE: report.note(), TAG_STATUS: "completed"} | counts)
     tracker.finish(root.info.run_id, "FINISHED")

@@ -109,7 +109,7 @@ def test_study_is_recorded_in_mlflow(study, ablation_store):
         assert (study.output_dir / name).stat().st_size > 0
     logged = {a.path for a in client.list_artifacts(study.root_run_id, "report")}
     assert {"report/report.md", "report/report.csv", "report/synthetic_default.png"} <= logged
-    assert parent.data.tags[NOTE] == study.report.text()
+    assert parent.data.tags[NOTE] == study.report.text() == study.report.note()
     assert "| **full** | reference | 2 |" in parent.data.tags[NOTE]
     assert parent.data.tags["neuron.runs_completed"] == "6"
     assert parent.data.tags["neuron.runs_failed"] == "2"
