@@ -259,7 +259,7 @@ def _duplicate_keys(text: str, sections: tuple[str, ...]) -> list[str]:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return []  # read_yaml reports the syntax error
-    found = []
+    found: list[str] = []
     if not isinstance(root, yaml.MappingNode):
         return found
     for key_node, value_node in root.value:
@@ -457,12 +457,10 @@ def _base_plain(spec: AblationSpec, split: str, search_config: dict[str, Any] | 
             config = config.replace({"data.split": split})
         except ConfigError as error:
             raise ConfigError(f"splits: {split!r} does not fit the base config: {error}") from error
-    threads = {"run.threads": max(1, int(spec.resources.cpu))}
-    threads["run.device"] = "cuda" if spec.resources.gpu > 0 else "cpu"
-    if spec.resources.gpu > 0:
-        threads["run.gpu_fraction"] = min(1.0, float(spec.resources.gpu))
+    # Threads, device and GPU share follow the resources, as in a search.
+    resources = spec.resources.run_overrides()
     # Runs execute in their own working directories: no path may depend on the driver's cwd.
-    return config.replace(threads).with_absolute_paths()
+    return config.replace(resources).with_absolute_paths()
 
 
 def _comparable(config: Config) -> str:
