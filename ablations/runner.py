@@ -120,10 +120,10 @@ def plan_study(spec: AblationSpec) -> Plan:
 # Stage 1, shared
 
 
-def prepare_stage1(cfg: Config) -> Prepared:
+def prepare_stage1(cfg: Config, progress: bool = True) -> Prepared:
     """Dataset, text embeddings, stage-1 encoder and feature cache for `cfg` (built or found in
-    `run.cache_dir`, keyed by hashes of their inputs). The one place the study prepares."""
-    return prepare(cfg, progress=True)
+    `run.cache_dir`, keyed by hashes of their inputs). The one place a study prepares."""
+    return prepare(cfg, progress=progress)
 
 
 @dataclass
@@ -198,7 +198,7 @@ def train_cell(
     cell = cells[config["cell"]]
     found: Prepared | None = prepared[config["cell"]]
     if found is not None and not Path(found.feature_cache_path).is_file():
-        found = prepare(config_from_plain(cell["stage1"]), progress=False)
+        found = prepare_stage1(config_from_plain(cell["stage1"]), progress=False)
     run_trial(config_from_plain(cell["config"]), found)
 
 

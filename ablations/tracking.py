@@ -23,7 +23,6 @@ from ray.tune.experiment import Trial
 
 from ablations.spec import Cell, Plan
 from search.tracking import (
-    PARENT_RUN_ID,
     TAG_EPOCHS,
     TAG_ROLE,
     TAG_SPLIT,
@@ -124,7 +123,6 @@ class AblationCallback(Callback):
         self.top_run = top_run
         self._runs: dict[str, str] = {}
         self._logged_steps: dict[str, set[int]] = {}
-        self.interrupted = False
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_runs": {}, "_logged_steps": {}}
@@ -242,8 +240,3 @@ class AblationCallback(Callback):
                 self.tracker.finish(study_run, "KILLED")
         if unfinished and self.top_run is not None:
             self.tracker.finish(self.top_run, "KILLED")
-        self.interrupted = unfinished
-
-
-def parent_of(run: Any) -> str | None:
-    return run.data.tags.get(PARENT_RUN_ID)

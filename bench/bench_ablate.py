@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted spec overrides for both arms")
     args = parser.parse_args()
     out = Path(args.out).resolve()
+    args.spec = str(Path(args.spec).resolve())
     shutil.rmtree(out, ignore_errors=True)
     (out / "ablate").mkdir(parents=True)
     (out / "train").mkdir(parents=True)

@@ -128,6 +128,7 @@ def test_report_statistics_match_the_runs(study, ablation_store):
             "test/zsl_top1"
         ]
         for r in runs
+        if r.info.status == "FINISHED"
     }
     summary = study.report.summaries[("synthetic_default", "no-memory", "test/zsl_top1")]
     assert summary.mean == pytest.approx((value[("no-memory", 0)] + value[("no-memory", 1)]) / 2)
