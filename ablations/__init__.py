@@ -1,3 +1,3 @@
-"""Declarative ablation studies on top of search/ (planned; see the README's roadmap)."""
+"""Declarative ablation studies on top of search/: spec, runner, statistics, report."""
 
 from __future__ import annotations

@@ -166,3 +166,20 @@ def _fail_orphaned_optuna_trials(study: optuna.Study) -> None:
     never reach Tune again; mark them FAIL so no trial stays RUNNING once the study ends."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by the ablation report
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """A Markdown table from a header row, an alignment row (`---`, `---:`) and data rows."""
+    return "\n".join(
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
+    )
+
+
+def log_files(tracker: MlflowTracker, run_id: str, files: list[Path], artifact_path: str) -> None:
+    """Log local files as artifacts of `run_id` under `artifact_path`."""
+    for path in files:
+        tracker.client.log_artifact(run_id, str(path), artifact_path)

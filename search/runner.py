@@ -314,12 +314,7 @@ def study_base(spec: SearchSpec, split: str) -> Config:
     selection follow the search (torch threads = CPUs per trial; `run.gpu_fraction` = GPUs per
     trial, so trials sharing a GPU keep the feature cache on the host when it would crowd it;
     the objective selects the epoch)."""
-    overrides: dict[str, Any] = {
-        "run.threads": max(1, int(spec.resources.cpu)),
-        "run.device": "cuda" if spec.resources.gpu > 0 else "cpu",
-    }
-    if spec.resources.gpu > 0:
-        overrides["run.gpu_fraction"] = min(1.0, float(spec.resources.gpu))
+    overrides = spec.resources.run_overrides()
     selectable = typing.get_args(typing.get_type_hints(EvalConfig)["selection_metric"])
     if spec.objective.metric in selectable:
         overrides["eval.selection_metric"] = spec.objective.metric

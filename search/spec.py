@@ -91,6 +91,18 @@ class ResourcesSpec:
                 f"resources.gpu={self.gpu}: must be >= 0, a fraction below 1 or a whole number"
             )
 
+    def run_overrides(self) -> dict[str, Any]:
+        """The `run.*` overrides of a trial with these resources: torch threads = CPUs per trial,
+        the device, and `run.gpu_fraction` = GPUs per trial (trials sharing a GPU keep the
+        feature cache on the host when it would crowd it)."""
+        overrides: dict[str, Any] = {
+            "run.threads": max(1, int(self.cpu)),
+            "run.device": "cuda" if self.gpu > 0 else "cpu",
+        }
+        if self.gpu > 0:
+            overrides["run.gpu_fraction"] = min(1.0, float(self.gpu))
+        return overrides
+
 
 @dataclass(frozen=True)
 class SchedulerSpec:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray.tune
 
-from neuron.config import config_from_plain
+from neuron.config import Config, config_from_plain
 from neuron.prepare import Prepared
 from neuron.train import fit
 from search.checkpoints import REPLAY_MARKER
@@ -33,7 +33,12 @@ def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepa
     embeddings, encoder); every trial on a node reads those same files. On a node that cannot see
     them (no shared `run.cache_dir`), `fit` prepares them once per node under a file lock.
     """
-    cfg = config_from_plain(base).replace(config["overrides"])
+    run_trial(config_from_plain(base).replace(config["overrides"]), prepared)
+
+
+def run_trial(cfg: Config, prepared: Prepared | None) -> None:
+    """`fit(cfg)` under Tune: reports and checkpoints go to Tune, a restored trial resumes from
+    its checkpoint (shared by search trials and ablation runs)."""
     if prepared is not None and not Path(prepared.feature_cache_path).is_file():
         prepared = None
 
