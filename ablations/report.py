@@ -135,8 +135,11 @@ class Report:
             ],
             ["---", "---:", "---:", "---:", "---:", "---"],
         ]
-        for variant in self.variants[1:]:
-            comparison = self.comparisons[(split, variant["name"], metric)]
+        comparisons = [self.comparisons[(split, v["name"], metric)] for v in self.variants[1:]]
+        notes = [c.note.split("; ") if c.note else [] for c in comparisons]
+        # A remark every row shares (e.g. too few seeds for Wilcoxon) is said once, below.
+        shared = [n for n in notes[0] if all(n in other for other in notes)] if notes else []
+        for variant, comparison, note in zip(self.variants[1:], comparisons, notes, strict=True):
             rows.append(
                 [
                     variant["name"],
@@ -144,10 +147,11 @@ class Report:
                     _p(comparison.p_t),
                     _p(comparison.p_holm),
                     _p(comparison.p_wilcoxon),
-                    comparison.note,
+                    "; ".join(n for n in note if n not in shared),
                 ]
             )
-        return markdown_table(rows)
+        table = markdown_table(rows)
+        return table + ("\n\nEvery row: " + "; ".join(shared) + "." if shared else "")
 
     def split_section(self, split: str, all_metrics: bool = True) -> str:
         parts = [f"## {split}", "", self.main_table(split)]
