@@ -21,16 +21,15 @@ from neuron.dataset import DatasetError
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def test_names_and_datasets() -> None:
-    assert BENCHMARK_NAMES == (
-        "ntu60-xsub",
-        "ntu60-xview",
-        "ntu120-xsub",
-        "ntu120-xset",
-        "nwucla-xview",
-    )
-    for benchmark in BENCHMARKS.values():
+def test_every_benchmark_names_its_dataset_and_splits_the_ids_both_ways() -> None:
+    assert list(BENCHMARKS) == list(BENCHMARK_NAMES)
+    for name, benchmark in BENCHMARKS.items():
+        assert benchmark.name == name and benchmark_dataset(name) == benchmark.dataset
         assert benchmark.dataset in DATASET_CLASSES
+        # the name says the dataset (ntu60-xsub is NTU-60, nwucla-xview is NW-UCLA)
+        assert benchmark.dataset.replace("_", "") == name.split("-")[0]
+        # a rule benchmark trains on some ids of its field and tests on the others
+        assert benchmark.training_ids and benchmark.training_ids < set(benchmark.valid_ids)
     assert benchmark_dataset("pku-xsub") == "pku_mmd"
 
 

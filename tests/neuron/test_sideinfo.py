@@ -246,6 +246,7 @@ def _config(tiny_bert: str, **fields: Any) -> SideInformationConfig:
     return SideInformationConfig(**{"text_model": tiny_bert, **fields})
 
 
+@pytest.mark.slow  # encodes every synthetic description
 def test_synthetic_side_information_shapes(tiny_bert: str, shared_cache: Path) -> None:
     side = load_side_information(_config(tiny_bert), SYNTHETIC_CLASSES, "synthetic", shared_cache)
     assert side.spatial.shape == side.temporal.shape == (3, 20, 10, 32)
@@ -432,6 +433,7 @@ def test_official_tensors_on_a_dataset_of_another_size(tmp_path: Path) -> None:
         load_side_information(cfg, NW_UCLA_CLASSES, "nw_ucla", tmp_path)
 
 
+@pytest.mark.slow  # encodes every official description
 @pytest.mark.shared_data
 def test_official_json_texts_are_encoded_with_the_text_model(
     tiny_bert: str, shared_cache: Path
@@ -472,6 +474,7 @@ def minilm_unseen(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[st
     }
 
 
+@pytest.mark.slow  # MiniLM over every synthetic description
 @pytest.mark.parametrize("round_name", ["spatial_fg", "temporal_fsp"])
 def test_minilm_separates_the_unseen_synthetic_classes(
     minilm_unseen: dict[int, dict[str, np.ndarray]], round_name: str
