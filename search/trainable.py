@@ -17,22 +17,28 @@ from typing import Any
 import ray.tune
 
 from neuron.config import config_from_plain
-from neuron.train import Prepared, fit
+from neuron.train import fit
 from search.checkpoints import REPLAY_MARKER
+from search.staging import AnyPrepared, localize
 
 SCRATCH_PREFIX = "neuron-trial-"
 """Prefix of fit's scratch folders under the temporary directory: `neuron-trial-<pid>-*`."""
 
 
-def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepared | None) -> None:
+def train_trial(
+    config: dict[str, Any], *, base: dict[str, Any], prepared: AnyPrepared | None
+) -> None:
     """One trial: `base` (the study's resolved config, plain) plus `config["overrides"]` (the
     dotted overrides proposed by `search.space.define_space`), resumed from Tune's checkpoint.
 
     `prepared` holds the paths of the caches the driver built once (memory-mapped features, text
-    embeddings, encoder); every trial on a node reads those same files. On a node that cannot see
-    them (no shared `run.cache_dir`), `fit` prepares them once per node under a file lock.
+    embeddings, encoder); every trial on a node reads those same files. Built on a worker and
+    published to shared storage (`prepare.where: worker`), they are downloaded once per node
+    first (`search.staging.localize`). On a node that cannot see them (no shared
+    `run.cache_dir`), `fit` prepares them once per node under a file lock.
     """
     cfg = config_from_plain(base).replace(config["overrides"])
+    prepared = localize(prepared, Path(cfg.run.cache_dir))
     if prepared is not None and not Path(prepared.feature_cache_path).is_file():
         prepared = None
 
