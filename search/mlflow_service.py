@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -74,9 +75,18 @@ def write_auth_config(path: Path, database_uri: str, admin_username: str) -> Pat
     return path
 
 
-def server_command(
-    args: argparse.Namespace, auth_config: Path, mlflow: str = "mlflow"
-) -> list[str]:
+def flask_secret_key(state_dir: Path) -> str:
+    """The key that signs the UI's CSRF tokens: random, made once, kept in the state folder
+    (mode 0600) so that every worker process and every restart uses the same one."""
+    path = state_dir / "flask_secret_key"
+    if not path.is_file():
+        with atomic_path(path) as temporary:
+            temporary.touch(mode=0o600)
+            temporary.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def server_command(args: argparse.Namespace, mlflow: str) -> list[str]:
     command = [
         mlflow,
         "server",
@@ -140,17 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     auth_config = write_auth_config(
         args.state_dir / "basic_auth.ini", args.auth_database_uri, username
     )
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if mlflow is None:
+        print("error: no `mlflow` command next to this Python or on PATH", file=sys.stderr)
+        return 2
     environment = dict(os.environ)
     environment["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
     environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
-    command = server_command(args, auth_config, mlflow)
+    environment.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", flask_secret_key(args.state_dir))
+    command = server_command(args, mlflow)
     print("starting: " + " ".join(command), flush=True)
-    os.execve(
-        command[0] if os.path.isabs(command[0]) else shutil.which(command[0]) or command[0],
-        command,
-        environment,
-    )
+    os.execve(mlflow, command, environment)
     return 0  # not reached
 
 

@@ -5,6 +5,7 @@ head with Ray's fake multi-node autoscaler (tests/cluster/cluster.local.yaml).""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import pwd
@@ -339,42 +340,81 @@ def fake_cluster(folder: Path, extra_environment: dict[str, str]) -> Iterator[Fa
     }
     environment.pop("RAY_ADDRESS", None)
     log = folder / "head.log"
-    head = subprocess.Popen(
+    # With `ray[client]` installed, `ray start` always runs a Ray client server (default port
+    # 10001, shared with anyone else's head on this machine): give it a free port.
+    client_port = (
+        []
+        if importlib.util.find_spec("grpc") is None
+        else [f"--ray-client-server-port={free_port()}"]
+    )
+    started = subprocess.run(
         [
             str(BIN / "ray"),
             "start",
             "--head",
-            "--block",
             f"--port={port}",
             "--node-ip-address=127.0.0.1",
             f"--autoscaling-config={autoscaling}",
             "--num-cpus=0",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
-            f"--ray-client-server-port={free_port()}",
             f"--temp-dir={folder / 'ray'}",
+            *client_port,
             "--disable-usage-stats",
         ],
         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | environment,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
+        timeout=300,
+        check=False,
     )
     cluster = FakeCluster(
         f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", token, environment, log
     )
-    seen: set[int] = set()
+    failures: list[str] = []
     try:
+        assert started.returncode == 0, log.read_text()[-3000:]
 
         def up() -> bool:
-            assert head.poll() is None, log.read_text()[-3000:]
-            seen.update(descendants(head.pid))
             try:
                 return any(n["is_head_node"] for n in cluster.nodes())
-            except (OSError, AssertionError, KeyError):
+            except (OSError, AssertionError, KeyError) as error:
+                failures.append(repr(error)[:500])
                 return False
 
-        wait_until(up, 120, "fake cluster head", poll_s=1)
+        try:
+            wait_until(up, 120, "fake cluster head", poll_s=1)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; last answers: {failures[-2:]}") from None
         yield cluster
     finally:
-        seen.update(descendants(head.pid) if head.poll() is None else [])
-        stop(head, sorted(seen))
+        end_cluster(folder / "ray")
+
+
+def session_processes(temp_dir: Path) -> list[int]:
+    """Every process of the Ray cluster whose files live under `temp_dir` (each Ray process
+    names its session folder on its command line), with their descendants."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(temp_dir) in command:
+            found.append(int(entry.name))
+    return sorted({*found, *(child for pid in found for child in descendants(pid))})
+
+
+def end_cluster(temp_dir: Path) -> None:
+    """Stop the head started with `--temp-dir=temp_dir` and its fake nodes, by pid: SIGTERM,
+    then SIGKILL whatever is left after 15 s."""
+    pids = session_processes(temp_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.5)
+    end_processes([*pids, *session_processes(temp_dir)])
