@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.cluster.browser import basic_auth, render
 from tests.cluster.services import (
     BIN,
     fake_cluster,
@@ -39,12 +39,17 @@ from tests.cluster.services import (
     wait_until,
 )
 from tests.search.helpers import SPECS
-from tests.search.test_mlflow_ui import BROWSER, page_text
+from tests.search.test_mlflow_ui import BROWSER
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "neuron-lab"
 SPLIT = "synthetic_default"
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
+EXPAND_ROW = (
+    "[...document.querySelectorAll('[role=row]')].find(r => r.textContent.includes('%s'))"
+    ".querySelector('button[data-component-id*=runnamecellrenderer]').click()"
+)
+"""Clicks the expand button of the MLflow runs table's row named %s (MLflow 3's run-name cell)."""
 
 
 def _missing() -> str | None:
@@ -299,34 +304,33 @@ def test_the_mlflow_ui_with_credentials_shows_the_study_and_its_trials(submitted
         experiment = client.get_experiment_by_name("neuron-search")
         runs = client.search_runs([experiment.experiment_id], "tags.`neuron.search` = 'sim'")
     study = next(r for r in runs if r.data.tags["neuron.role"] == "study")
-    host = server.uri.removeprefix("http://")
-    page = f"http://{server.username}:{server.password}@{host}/#/experiments/{experiment.experiment_id}/runs"
-    text = page_text(page, tmp_path)
-    assert study.info.run_name in text
-    assert f"{len(runs)} matching runs" in text
-    # Without credentials the same page shows no runs.
-    anonymous = page_text(
-        f"{server.uri}/#/experiments/{experiment.experiment_id}/runs", tmp_path / "anon"
-    )
-    assert study.info.run_name not in anonymous
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    trial = next(r for r in runs if r.data.tags["neuron.role"] == "trial")
+    runs_page = f"{server.uri}/#/experiments/{experiment.experiment_id}/runs"
+    credentials = basic_auth(server.username, server.password)
     screenshot = ARTIFACTS / "mlflow-ui-cluster.png"
-    subprocess.run(
-        [
-            BROWSER,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'shot-profile'}",
-            "--window-size=1600,1000",
-            "--virtual-time-budget=15000",
-            f"--screenshot={screenshot}",
-            page,
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
+    text = render(
+        BROWSER,
+        runs_page,
+        tmp_path / "profile",
+        credentials,
+        expect=f"{len(runs)} matching runs",
+        screenshot=screenshot,
+        # Expand the study's row: its trials are listed under it.
+        then=[(EXPAND_ROW % study.info.run_name, trial.info.run_name)],
     )
+    assert study.info.run_name in text and f"{len(runs)} matching runs" in text, text[-2000:]
+    trial_names = [r.info.run_name for r in runs if r.data.tags["neuron.role"] == "trial"]
+    assert all(name in text for name in trial_names), text[-2000:]
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
-    shutil.copy(screenshot, tmp_path / screenshot.name)
+    # A trial's page names its parent, the study.
+    trial_page = render(
+        BROWSER,
+        f"{runs_page}/{trial.info.run_id}",
+        tmp_path / "profile",
+        credentials,
+        expect="Parent run",
+    )
+    assert trial.info.run_name in trial_page and study.info.run_name in trial_page
+    # Without credentials the same page lists no run.
+    anonymous = render(BROWSER, runs_page, tmp_path / "anonymous")
+    assert study.info.run_name not in anonymous and "matching runs" not in anonymous
