@@ -60,6 +60,8 @@ def _missing() -> str | None:
         ("moto", "moto[server]"),
         ("psycopg", "psycopg[binary]"),
         ("boto3", "boto3"),
+        ("flask_wtf", "mlflow[auth]"),
+        ("aiohttp_cors", "ray[default]"),
     ):
         try:
             __import__(module)
