@@ -52,6 +52,7 @@ continue with --resume") and `SearchInterrupted` is raised (`neuron search` exit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import json
@@ -71,10 +72,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
 from neuron.config import Config, EvalConfig, to_plain
-from neuron.prepare import prepare
 from search.checkpoints import CheckpointKeeper
 from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec
+from search.staging import PendingPrepared, StagedPrepared, launch_prepare
 from search.tracking import (
     TAG_SEARCH,
     MlflowTracker,
@@ -335,6 +336,8 @@ class _Search:
     """`<output_dir>/<name>/search.yaml`: the spec the search started with."""
     search_run_id: str | None = None
     """The top parent MLflow run, with several splits."""
+    prepared: dict[str, PendingPrepared] = dataclasses.field(default_factory=dict)
+    """Each split's stage 1 and feature cache, being built (search.staging)."""
 
     def begin(self) -> None:
         """Claim the name once the first study is ready to launch (its caches are built): a
@@ -392,6 +395,10 @@ def run_search(
             optuna_storage=f"sqlite:///{record.parent / 'optuna.db'}",
             record=record,
         )
+        # On a cluster (prepare.where=worker) every split's stage 1 starts at once, as Ray tasks
+        # on GPU workers; in the driver each split is prepared when its study starts.
+        for split in spec.split_names:
+            search.prepared[split] = launch_prepare(study_base(spec, split), spec.prepare)
         studies = tuple(_run_study(search, split) for split in spec.split_names)
         if search.search_run_id is not None:
             _summarise_search(tracker, search.search_run_id, studies, spec.objective.metric)
@@ -421,7 +428,7 @@ def _settings(spec: SearchSpec) -> dict[str, Any]:
 def _run_study(search: _Search, split: str) -> StudyResult:
     spec, name = search.spec, search.name
     base = study_base(spec, split)
-    prepared = prepare(base, progress=True)
+    prepared = search.prepared[split].wait()
     described = prepared.describe()
     study = StudyInfo(
         search_name=name,
@@ -441,6 +448,12 @@ def _run_study(search: _Search, split: str) -> StudyResult:
     )
     search.begin()
     study_run_id = search.tracker.start_study(study, search.search_run_id)
+    if isinstance(prepared, StagedPrepared):
+        # Where stage 1 ran and where its outputs live, next to the study's other tags.
+        built_on = {f"neuron.stage1.{k}": v for k, v in prepared.built_on.items()}
+        search.tracker.log(
+            study_run_id, tags=built_on | {"neuron.stage1.location": prepared.location}
+        )
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, base=base.to_dict(), prepared=prepared), resources

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from neuron.config import (
 )
 from neuron.splits import PUBLISHED_SPLITS
 from search.space import SECTIONS, SpaceRanges, check_space, max_epochs
+
+TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+"""The environment variable that names the MLflow server when the spec and the command line do
+not (cluster.yaml sets it on the head node to the head's private address)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,48 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class PrepareSpec:
+    """Where stage 1 and the feature cache are built."""
+
+    where: Literal["driver", "worker"] = "driver"
+    """`driver`: in the search's own process (one machine). `worker`: as a Ray task with the
+    resources below, published to `shared_cache` and fetched once by each node that runs
+    trials (a cluster whose head has no GPU)."""
+    shared_cache: str | None = None
+    """Storage every node reaches: `s3://bucket/prefix` or an NFS path. Required with
+    `where: worker`."""
+    cpu: float = 4.0
+    """CPUs reserved by the stage-1 task."""
+    gpu: float = 1.0
+    """GPUs reserved by the stage-1 task (it trains on one device)."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources of the task, e.g. `{stage1: 1}` to run it on the node type that
+    offers them (cluster.yaml's multi-GPU `gpu4`)."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Files or folders the stage-1 task downloads before it builds, local path → URI, e.g.
+    `{/home/ray/neuron-state/data/ntu60_xsub.arrow: s3://my-bucket/data/ntu60_xsub.arrow}`
+    (the worker then reads `data.path` and the side information from its own disk)."""
+
+    def __post_init__(self) -> None:
+        if self.where == "worker" and not self.shared_cache:
+            raise ConfigError(
+                "prepare.shared_cache: required with prepare.where=worker (the trials' nodes "
+                "fetch stage 1 and the feature cache from it); e.g. s3://my-bucket/neuron-search"
+            )
+        for local, uri in self.inputs.items():
+            if "://" in local or not Path(local).is_absolute():
+                raise ConfigError(
+                    f"prepare.inputs: {local!r}: keys are absolute paths on the worker, values "
+                    f"the URIs to download ({uri!r})"
+                )
+        if self.cpu < 0 or self.gpu < 0 or any(v < 0 for v in self.resources.values()):
+            raise ConfigError(
+                f"prepare: cpu={self.cpu}, gpu={self.gpu}, resources={self.resources}: "
+                "every amount must be >= 0"
+            )
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """A hyperparameter search over Neuron: one Optuna study (and one Tune run) per split."""
 
@@ -149,14 +196,18 @@ class SearchSpec:
     """Tune's storage (checkpoints, experiment state): a local dir, NFS path or `s3://...`;
     every node must reach it. Default: output_dir."""
     tracking_uri: str | None = None
-    """MLflow store: `sqlite:///path.db` or `http://host:port`. Default:
-    `sqlite:///<output_dir>/mlflow.db`."""
+    """MLflow store: `sqlite:///path.db` or `http://host:port`. Default: $MLFLOW_TRACKING_URI
+    (set on the head of a `ray up cluster.yaml` cluster), else `sqlite:///<output_dir>/mlflow.db`.
+    A server with basic auth reads MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
     experiment: str = "neuron-search"
     """MLflow experiment that receives the runs."""
     time_budget_s: float | None = None
     """Stop each study after this many seconds (running trials are recorded as stopped early)."""
     max_failures: int = 2
     """Retries of a trial after a worker/node failure (it resumes from its last checkpoint)."""
+    prepare: PrepareSpec = field(default_factory=PrepareSpec)
+    """Where stage 1 and the feature cache are built: in the driver (one machine) or by a Ray
+    task on a GPU worker, published to shared storage (a cluster; search/staging.py)."""
     address: str | None = None
     """Ray cluster address (`auto`, `ray://...`, `host:6379`); default: $RAY_ADDRESS, else a new
     local Ray instance."""
@@ -231,6 +282,8 @@ class SearchSpec:
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri is not None:
             return self.tracking_uri
+        if os.environ.get(TRACKING_URI_VARIABLE):
+            return os.environ[TRACKING_URI_VARIABLE]
         return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
 
     def with_overrides(self, overrides: dict[str, Any]) -> SearchSpec:

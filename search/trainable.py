@@ -20,25 +20,32 @@ from neuron.config import Config, config_from_plain
 from neuron.prepare import Prepared
 from neuron.train import fit
 from search.checkpoints import REPLAY_MARKER
+from search.staging import AnyPrepared, localize
 
 SCRATCH_PREFIX = "neuron-trial-"
 """Prefix of fit's scratch folders under the temporary directory: `neuron-trial-<pid>-*`."""
 
 
-def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepared | None) -> None:
+def train_trial(
+    config: dict[str, Any], *, base: dict[str, Any], prepared: AnyPrepared | None
+) -> None:
     """One trial: `base` (the study's resolved config, plain) plus `config["overrides"]` (the
     dotted overrides proposed by `search.space.define_space`), resumed from Tune's checkpoint.
 
     `prepared` holds the paths of the caches the driver built once (memory-mapped features, text
-    embeddings, encoder); every trial on a node reads those same files. On a node that cannot see
-    them (no shared `run.cache_dir`), `fit` prepares them once per node under a file lock.
+    embeddings, encoder); every trial on a node reads those same files. Built on a worker and
+    published to shared storage (`prepare.where: worker`), they are downloaded once per node
+    first (`search.staging.localize`). On a node that cannot see them (no shared
+    `run.cache_dir`), `fit` prepares them once per node under a file lock.
     """
     run_trial(config_from_plain(base).replace(config["overrides"]), prepared)
 
 
-def run_trial(cfg: Config, prepared: Prepared | None) -> None:
+def run_trial(cfg: Config, staged: AnyPrepared | None) -> None:
     """`fit(cfg)` under Tune: reports and checkpoints go to Tune, a restored trial resumes from
-    its checkpoint (shared by search trials and ablation runs)."""
+    its checkpoint (shared by search trials and ablation runs). Caches built on a worker are
+    downloaded once per node first (`search.staging.localize`)."""
+    prepared: Prepared | None = localize(staged, Path(cfg.run.cache_dir))
     if prepared is not None and not Path(prepared.feature_cache_path).is_file():
         prepared = None
 
