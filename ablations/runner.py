@@ -4,7 +4,9 @@
 
 1. the study name (taken? resumable?) and the tracking store are checked, then `ray.init` (the
    cluster at `address` / $RAY_ADDRESS, else a local instance of our own);
-2. stage 1 once per distinct stage-1 input (`prepare_stage1`, in the driver): variants that only
+2. stage 1 once per distinct stage-1 input (`prepare_cells`: in the driver, or with
+   `prepare.where: worker` as Ray tasks on GPU workers, published to shared storage and fetched
+   once per node, as in a search): variants that only
    change stage 2 share one encoder and one feature cache per (split, stage-1 seed); a variant
    that changes stage 1 (encoder, pre-training, preprocessing, data) gets its own, built once.
    What was built now and what was found in the cache is counted and printed;
@@ -40,6 +42,8 @@ from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.runner import trial_dirname
 from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri
+from search.spec import PrepareSpec
+from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
 from search.trainable import run_trial
 
 
@@ -130,8 +134,8 @@ def prepare_stage1(cfg: Config, progress: bool = True) -> Prepared:
 class Stage1:
     """The prepared stage 1 of every cell, and how many encoders and caches were built now."""
 
-    prepared: dict[str, Prepared] = field(default_factory=dict)
-    """Cell key → its Prepared."""
+    prepared: dict[str, AnyPrepared] = field(default_factory=dict)
+    """Cell key → its Prepared (or, built on a worker, its copy on shared storage)."""
     encoders_built: int = 0
     encoders_reused: int = 0
     caches_built: int = 0
@@ -161,27 +165,35 @@ def _cache_files(cfg: Config) -> set[Path]:
     return set(cache.glob("encoders/*/encoder.pt")) | set(cache.glob("features/*.arrow"))
 
 
-def prepare_cells(plan: Plan) -> Stage1:
-    """Stage 1 for every cell: one `prepare_stage1` per distinct stage-1 config (cells whose
-    stage-1 configs only differ in stage-2 fields resolve to the same files)."""
+def prepare_cells(plan: Plan, spec: PrepareSpec) -> Stage1:
+    """Stage 1 for every cell: one build per distinct stage-1 config (cells whose stage-1
+    configs only differ in stage-2 fields resolve to the same files). With
+    `prepare.where: worker` every distinct build starts at once as a Ray task on a GPU worker
+    and is published to shared storage (`search.staging`)."""
     stage1 = Stage1()
-    by_config: dict[str, Prepared] = {}
     existing: set[Path] = set()
     for cell in plan.cells:
-        cfg = plan.config(cell, stage1=True)
-        existing |= _cache_files(cfg)
+        existing |= _cache_files(plan.config(cell, stage1=True))
+    pending: dict[str, PendingPrepared] = {}
+    keys: dict[str, str] = {}
     for cell in plan.cells:
         cfg = plan.config(cell, stage1=True)
         key = json.dumps(cfg.to_dict(), sort_keys=True)
-        if key not in by_config:
-            by_config[key] = prepare_stage1(cfg)
-        stage1.prepared[cell.key] = by_config[key]
-    encoders = {p.encoder_checkpoint for p in by_config.values()}
-    caches = {p.feature_cache_path for p in by_config.values()}
-    stage1.encoders_built = len(encoders - existing)
-    stage1.encoders_reused = len(encoders & existing)
-    stage1.caches_built = len(caches - existing)
-    stage1.caches_reused = len(caches & existing)
+        if key not in pending:
+            pending[key] = launch_prepare(cfg, spec)
+        keys[cell.key] = key
+    by_config = {key: build.wait() for key, build in pending.items()}
+    for cell_key, key in keys.items():
+        stage1.prepared[cell_key] = by_config[key]
+    local = [p for p in by_config.values() if isinstance(p, Prepared)]
+    encoders = {p.encoder_checkpoint for p in local}
+    caches = {p.feature_cache_path for p in local}
+    staged = [p for p in by_config.values() if isinstance(p, StagedPrepared)]
+    found_staged = sum(1 for p in staged if p.built_on.get("reused") == "true")
+    stage1.encoders_built = len(encoders - existing) + len(staged) - found_staged
+    stage1.encoders_reused = len(encoders & existing) + found_staged
+    stage1.caches_built = len(caches - existing) + len(staged) - found_staged
+    stage1.caches_reused = len(caches & existing) + found_staged
     return stage1
 
 
@@ -190,14 +202,15 @@ def prepare_cells(plan: Plan) -> Stage1:
 
 
 def train_cell(
-    config: dict[str, Any], *, cells: dict[str, dict[str, Any]], prepared: dict[str, Prepared]
+    config: dict[str, Any], *, cells: dict[str, dict[str, Any]], prepared: dict[str, AnyPrepared]
 ) -> None:
-    """One cell: its resolved config and the stage 1 the driver prepared for it. On a node that
-    cannot see the driver's `run.cache_dir`, stage 1 is prepared there once per node (file lock)
-    from the cell's stage-1 config, so the encoder's seed stays the study's stage-1 seed."""
+    """One cell: its resolved config and the stage 1 prepared for it (by the driver, or on a
+    worker and fetched from shared storage by `run_trial`). On a node that cannot see the
+    driver's `run.cache_dir`, stage 1 is prepared there once per node (file lock) from the
+    cell's stage-1 config, so the encoder's seed stays the study's stage-1 seed."""
     cell = cells[config["cell"]]
-    found: Prepared | None = prepared[config["cell"]]
-    if found is not None and not Path(found.feature_cache_path).is_file():
+    found: AnyPrepared | None = prepared[config["cell"]]
+    if isinstance(found, Prepared) and not Path(found.feature_cache_path).is_file():
         found = prepare_stage1(config_from_plain(cell["stage1"]), progress=False)
     run_trial(config_from_plain(cell["config"]), found)
 
@@ -287,8 +300,6 @@ def run_ablation(
             f"MLflow experiment {spec.experiment!r} at {tracking_uri} already has runs of a study "
             f"named {name!r} (another output_dir?); choose another --name, or --resume it"
         )
-    stage1 = prepare_cells(plan)
-    print(stage1.summary(len(plan.cells)), flush=True)
     started_ray = not ray.is_initialized()
     if started_ray:
         cluster = address or spec.address or os.environ.get("RAY_ADDRESS")
@@ -300,6 +311,9 @@ def run_ablation(
                 "--address (auto, host:6379, ray://host:10001) or start the cluster first"
             ) from error
     try:
+        # After ray.init: with prepare.where=worker each distinct stage 1 is a Ray task.
+        stage1 = prepare_cells(plan, spec.prepare)
+        print(stage1.summary(len(plan.cells)), flush=True)
         if not record.is_file():
             write_text_atomic(record, yaml.safe_dump(_spec_record(spec), sort_keys=False))
         top, studies = start_parents(tracker, name, plan)

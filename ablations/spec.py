@@ -44,7 +44,7 @@ from neuron.config import (
     to_plain,
 )
 from neuron.splits import PUBLISHED_SPLITS
-from search.spec import ResourcesSpec, check_tracking_uri_form
+from search.spec import PrepareSpec, ResourcesSpec, check_tracking_uri_form
 
 REFERENCE = "full"
 """The name of the full model, the reference variant of every comparison."""
@@ -126,6 +126,9 @@ class AblationSpec:
     max_concurrent_trials: int = 2
     """Runs at once."""
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    prepare: PrepareSpec = field(default_factory=PrepareSpec)
+    """Where stage 1 and the feature cache are built: in the driver (one machine), or as Ray
+    tasks on GPU workers published to shared storage (a cluster), as in a search spec."""
     max_failures: int = 2
     """Retries of a run after a worker/node failure (it resumes from its last checkpoint)."""
     output_dir: str = "runs/ablate"
