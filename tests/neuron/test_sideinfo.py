@@ -295,6 +295,7 @@ def test_own_descriptions_round_trip_with_cumulative_temporal_rounds(
         np.testing.assert_allclose(side.temporal[r, 2].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # encodes every synthetic description twice
 def test_written_synthetic_descriptions_equal_the_synthetic_source(
     tiny_bert: str, tmp_path: Path, shared_cache: Path
 ) -> None:

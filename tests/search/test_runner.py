@@ -80,7 +80,7 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
         assert steps == list(range(1, reached + 1))  # one value per epoch, step = epoch
         assert (
             child.data.params["model.spatial_prototypes"]
-            == child.data.params["search.spatial_prototypes"]
+            == child.data.params["search.model.spatial_prototypes"]
         )
         assert float(child.data.params["train.optimizer.lr"]) == pytest.approx(
             float(child.data.params["search.train.optimizer.lr"])
