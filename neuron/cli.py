@@ -326,7 +326,7 @@ OS_ERROR_FIXES = {
     errno.EACCES: "permission denied; fix the permissions or choose another location",
     errno.EPERM: "operation not permitted; fix the permissions or choose another location",
     errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",
-    errno.EEXIST: "a file is in the way of a folder; choose another path or move that file",
+    errno.EEXIST: "this path is a file, not a folder; choose another path or move that file",
     errno.EISDIR: "this is a folder, not a file; give a file path",
     errno.ENOENT: "no such file or folder; check the path",
 }
@@ -352,7 +352,11 @@ def run_handler(
     from neuron.optim import DivergenceError
 
     try:
-        return int(handler(args) or 0)
+        try:
+            return int(handler(args) or 0)
+        except BaseException:
+            _close_progress_bars()  # the error line starts on a line of its own
+            raise
     except DivergenceError as error:
         print(f"error: training diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -374,6 +378,13 @@ def run_handler(
             file=sys.stderr,
         )
         return EXIT_UNEXPECTED
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed command left open (tqdm keeps a set of them)."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def _write_traceback() -> str:

@@ -10,7 +10,9 @@ the fix.
 
 from __future__ import annotations
 
+import io
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -45,13 +47,16 @@ def load_torch_file(path: str | Path, what: str, fix: str, map_location: Any = "
         # weights_only refused a global (a class or function the file wants to call), or the
         # pickle stream itself is damaged.
         text = str(error)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        if "Unsupported global" in text or "GLOBAL" in text or "REDUCE" in text:
             cause = (
                 "it holds Python objects other than tensors, numbers, strings and containers; "
                 "loading it could run code, so it was refused"
             )
         else:
-            cause = f"corrupt data: {_first_line(error)}"
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            cause = "truncated or corrupt: " + (
+                detail.group(1).strip().splitlines()[0] if detail else _first_line(error)
+            )
         raise UnreadableFileError(f"{path}: not a readable {what} ({cause}); {fix}") from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as error:
         # Truncated or foreign files surface as RuntimeError ("PytorchStreamReader failed ..."),
@@ -62,11 +67,13 @@ def load_torch_file(path: str | Path, what: str, fix: str, map_location: Any = "
 
 
 def save_torch_file(value: Any, target: str | Path) -> Path:
-    """`torch.save(value)` to `target` atomically. Written through a Python file object, so a
-    full disk or a read-only file system raises the OSError naming `target` (torch's own file
-    writer reports them as an opaque RuntimeError), and `target` is either the old file or the
-    whole new one. Save only what `load_torch_file` reads back: tensors, plain containers,
-    numbers, strings."""
-    with atomic_path(target) as temporary, open(temporary, "wb") as handle:
-        torch.save(value, handle)
+    """`torch.save(value)` to `target` atomically. Serialised in memory first and written by
+    Python, so a full disk or a read-only file system raises the OSError naming `target` (torch's
+    own file writer reports them as an opaque RuntimeError), and `target` is either the old file
+    or the whole new one. Save only what `load_torch_file` reads back: tensors, plain
+    containers, numbers, strings."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(buffer.getbuffer())
     return Path(target)
