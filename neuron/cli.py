@@ -1,6 +1,6 @@
 """The `neuron` command.
 
-    neuron data synth | import | info     datasets in the Arrow format
+    neuron data synth | import | info | check   datasets in the Arrow format
     neuron pretrain CONFIG [k=v ...]      stage 1 (cached, resumable)
     neuron features CONFIG [k=v ...]      stage 1 + the feature cache
     neuron train CONFIG [k=v ...]         both stages and the final evaluation
@@ -89,6 +89,26 @@ def _data_info(args: argparse.Namespace) -> int:
     from neuron.importers import dataset_summary
 
     _print_summary(str(args.file), dataset_summary(args.file))
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from neuron.dataset import SkeletonTable
+
+    table = SkeletonTable(args.file, validate=False)
+    print(f"{table.path}: {len(table)} rows, {table.num_classes} classes, {table.info.dataset}")
+    for problem in table.problems:
+        print(f"  problem: {problem.describe()}")
+    if table.problems:
+        print(
+            f"error: {table.path}: {len(table.problems)} problem(s); fix them before training",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    print(
+        "  no problems: labels, sample ids, partitions, frame/body counts, joints lengths and "
+        "coordinates are valid"
+    )
     return 0
 
 
@@ -271,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     info = data_commands.add_parser("info", help="summarise a dataset file")
     info.add_argument("file")
     info.set_defaults(handler=_data_info)
+
+    check = data_commands.add_parser(
+        "check",
+        help="check every row of a dataset file (labels, ids, partitions, joints, NaN/inf)",
+        description="Runs the checks made whenever a dataset is opened and lists every problem "
+        "with its column, first row, value and fix; exit code 2 when there are any.",
+    )
+    check.add_argument("file")
+    check.set_defaults(handler=_data_check)
 
     pretrain = commands.add_parser(
         "pretrain", help="stage 1: train the Shift-GCN encoder on the training classes"
