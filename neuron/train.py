@@ -248,6 +248,14 @@ class Stage2:
         return paper_parity_evaluation(self.cfg, self.head, self.source, self.text, self.split)
 
 
+def reported_metric_names(cfg: Config, prepared: Prepared) -> set[str]:
+    """The names of the metrics `fit` reports every epoch under `cfg`: the per-epoch keys plus
+    those of one validation pass of the untrained head (the same code that reports them, so
+    the list cannot drift from what training reports)."""
+    validation, _ = Stage2.build(cfg, prepared).validate()
+    return {"epoch", "lr", "train/loss", "epoch_seconds", *validation}
+
+
 def _state_path(checkpoint_dir: Path) -> Path:
     return checkpoint_dir / "state.pt"
 

@@ -71,8 +71,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
 from neuron.config import Config, EvalConfig, to_plain
-from neuron.prepare import prepare
+from neuron.prepare import Prepared, prepare
+from neuron.train import reported_metric_names
 from search.checkpoints import CheckpointKeeper
+from search.lock import hold_name
 from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec
 from search.tracking import (
@@ -361,9 +363,17 @@ class _Search:
 def run_search(
     spec: SearchSpec, name: str, resume: bool = False, address: str | None = None
 ) -> SearchResult:
-    """Run (or resume) the search `name`; return where everything was written."""
+    """Run (or resume) the search `name`; return where everything was written. One driver per
+    name: a second one is refused at once (`search.lock`)."""
     _check_name(name)
     record = spec.resolved_output_dir() / name / "search.yaml"
+    with hold_name(record.parent, f"search {name!r}"):
+        return _run_search(spec, name, record, resume, address)
+
+
+def _run_search(
+    spec: SearchSpec, name: str, record: Path, resume: bool, address: str | None
+) -> SearchResult:
     _check_resume(spec, name, record, resume)
     tracking_uri = spec.resolved_tracking_uri()
     check_tracking_uri(tracking_uri)
@@ -442,6 +452,7 @@ def _run_study(search: _Search, split: str) -> StudyResult:
         settings=_settings(spec),
         time_budget_s=spec.time_budget_s,
     )
+    check_objective(spec.objective.metric, base, prepared)
     search.begin()
     study_run_id = search.tracker.start_study(study, search.search_run_id)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
@@ -492,6 +503,22 @@ def _run_study(search: _Search, split: str) -> StudyResult:
             "(the same spec and overrides)"
         )
     return _study_result(search.tracker, study, study_run_id)
+
+
+def check_objective(metric: str, base: Config, prepared: Prepared) -> None:
+    """Refuse an objective that training never reports, before any trial, study run or name
+    is created (the names come from one validation pass of the untrained head)."""
+    # On the driver's CPU: the driver of a GPU cluster may have no GPU.
+    reported = reported_metric_names(base.replace({"run.device": "cpu"}), prepared)
+    if metric in reported:
+        return
+    choices = sorted(name for name in reported if name.startswith("val/"))
+    close = difflib.get_close_matches(metric, choices, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SearchSetupError(
+        f"objective.metric={metric!r}: training never reports this metric; {hint}the "
+        f"validation metrics it reports are: {', '.join(choices)}"
+    )
 
 
 def _tune_config(
