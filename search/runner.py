@@ -390,7 +390,9 @@ def _run_search(
         try:
             # "local": a new instance of our own, never a cluster that a `ray start` on this
             # machine left behind (ray.init(address=None) would join the latest one).
-            ray.init(address=cluster or "local")
+            # A local instance advertises loopback only (nothing else on the network needs it).
+            local = {} if cluster else {"_node_ip_address": "127.0.0.1"}
+            ray.init(address=cluster or "local", **local)
         except ConnectionError as error:
             raise SearchSetupError(
                 f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
