@@ -67,6 +67,7 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
@@ -123,9 +124,37 @@ class NeuronOptunaSearch(OptunaSearch):
     docstring): PRUNED for trials stopped early, FAIL for errors, the selected epoch's objective
     for completed trials."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, num_trials: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_result: dict[str, tuple[int, float]] = {}
+        self._num_trials = num_trials
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        """Propose a trial, or FINISHED once the study holds `num_trials` trials.
+
+        Tune restores its trial count from its last saved state; a trial that a killed driver
+        started after that state (asked Optuna, perhaps finished) is unknown to it, so Tune
+        would start one more. Counted here instead: a finished one counts toward `num_trials`;
+        one still RUNNING was lost with its driver (told FAIL, status "lost ..."), and Tune
+        replaces it. (No other driver can be running: search.lock.)"""
+        if self._num_trials is None or trial_id in self._ot_trials:
+            return super().suggest(trial_id)
+        known = {trial.number for trial in self._ot_trials.values()}
+        finished_elsewhere = 0
+        for trial in self._ot_study.get_trials(deepcopy=False):
+            if trial.number in known:
+                continue
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                lost = optuna.trial.Trial(self._ot_study, trial._trial_id)
+                lost.set_user_attr(
+                    "status", "lost: asked by a driver that died before Tune saved it"
+                )
+                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            elif "status" in trial.user_attrs and not trial.user_attrs["status"].startswith("lost"):
+                finished_elsewhere += 1
+        if len(known) + finished_elsewhere >= self._num_trials:
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Only the last (epoch, objective) is kept, in memory and in the searcher's checkpoint,
@@ -150,15 +179,18 @@ class NeuronOptunaSearch(OptunaSearch):
 
     def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
+        status, epochs = trial_status(result)
         if trial_id in self._last_result:
             step, value = self._last_result.pop(trial_id)
-            ot_trial.report(value, step)
-        status, epochs = trial_status(result)
+            if not status.startswith("failed"):
+                ot_trial.report(value, step)
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("epochs_reached", epochs)
         value = None
         if error:
             state, status = optuna.trial.TrialState.FAIL, "failed"
+        elif status.startswith("failed"):  # diverged (search.trainable)
+            state = optuna.trial.TrialState.FAIL
         elif status == "completed":
             state = optuna.trial.TrialState.COMPLETE
             value = result.get(f"selected/{self.metric}", result.get(self.metric))
@@ -459,7 +491,10 @@ def _run_study(search: _Search, split: str) -> StudyResult:
     study_run_id = search.tracker.start_study(study, search.search_run_id)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, base=base.to_dict(), prepared=prepared), resources
+        tune.with_parameters(
+            train_trial, base=base.to_dict(), prepared=prepared, objective=spec.objective.metric
+        ),
+        resources,
     )
     experiment_path = f"{search.storage}/{split}"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table below
@@ -531,6 +566,7 @@ def _tune_config(
         metric=spec.objective.metric,
         mode=spec.objective.mode,
         seed=spec.seed,
+        num_trials=spec.num_trials,
         study_name=study_name,
         storage=optuna.storages.RDBStorage(optuna_storage),
     )

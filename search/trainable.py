@@ -1,13 +1,18 @@
 """The Tune trainable: turn a trial config into a `Config` and call `fit`.
 
 Only `ray.tune.report`, `ray.tune.get_checkpoint` and `ray.tune.Checkpoint` are used here
-(`ray.train.*` raises inside Tune trainables). A `DivergenceError` from `fit` is not caught: Tune
-records the trial as errored with that reason (the tracking callback tags its MLflow run
-`failed: DivergenceError: ...`) and the study goes on.
+(`ray.train.*` raises inside Tune trainables).
+
+A `DivergenceError` from `fit` ends the trial at once, recorded as failed: the trial reports its
+last metrics again with `DIVERGED` set to the reason and returns. Raising would make Tune retry it
+`max_failures` times, as if a node had died, though the same seed and config diverge again. The
+searcher tells Optuna FAIL and the tracking callback marks the MLflow run FAILED with status
+`failed: DivergenceError: ...`; the study goes on.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -17,25 +22,37 @@ from typing import Any
 import ray.tune
 
 from neuron.config import config_from_plain
+from neuron.optim import DivergenceError
 from neuron.prepare import Prepared
 from neuron.train import fit
 from search.checkpoints import REPLAY_MARKER
+from search.tracking import DIVERGED
 
 SCRATCH_PREFIX = "neuron-trial-"
 """Prefix of fit's scratch folders under the temporary directory: `neuron-trial-<pid>-*`."""
 
 
-def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepared | None) -> None:
+def train_trial(
+    config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    prepared: Prepared | None,
+    objective: str | None = None,
+) -> None:
     """One trial: `base` (the study's resolved config, plain) plus `config["overrides"]` (the
     dotted overrides proposed by `search.space.define_space`), resumed from Tune's checkpoint.
 
     `prepared` holds the paths of the caches the driver built once (memory-mapped features, text
     embeddings, encoder); every trial on a node reads those same files. On a node that cannot see
     them (no shared `run.cache_dir`), `fit` prepares them once per node under a file lock.
+    `objective` is the search's metric: a trial that diverges before its first report reports
+    it as NaN (Tune requires it in every result).
     """
     cfg = config_from_plain(base).replace(config["overrides"])
     if prepared is not None and not Path(prepared.feature_cache_path).is_file():
         prepared = None
+
+    last: dict[str, Any] = {"epoch": 0.0} | ({objective: math.nan} if objective else {})
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         # Tune persists the checkpoint to the storage path before `report` returns, so `fit`
@@ -43,8 +60,18 @@ def train_trial(config: dict[str, Any], *, base: dict[str, Any], prepared: Prepa
         checkpoint = (
             None if checkpoint_dir is None else ray.tune.Checkpoint.from_directory(checkpoint_dir)
         )
+        last.update(metrics)
         ray.tune.report(dict(metrics), checkpoint=checkpoint)
 
+    try:
+        _run(cfg, report, prepared)
+    except DivergenceError as error:
+        # The last epoch's metrics again (schedulers see nothing new), plus the reason.
+        ray.tune.report(last | {DIVERGED: f"DivergenceError: {error}"[:500]})
+
+
+def _run(cfg: Any, report: Any, prepared: Prepared | None) -> None:
+    """fit from scratch, or from Tune's checkpoint of this trial."""
     with scratch_folder() as run_dir:
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is None:

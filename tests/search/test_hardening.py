@@ -166,3 +166,65 @@ def test_the_embedded_ray_listens_on_loopback_only() -> None:
         assert exposed == [], exposed
     finally:
         ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# Exactly num_trials trials, however often the driver is killed.
+
+
+def test_a_trial_finished_by_a_killed_driver_counts_toward_num_trials(tmp_path, store) -> None:
+    """The dead driver's searcher saved its state after trial a; it then asked Optuna for b
+    (which finished) and c (lost with the driver). The restored searcher proposes exactly one
+    more trial: a, b and d make num_trials=3; c is told FAIL as lost."""
+    import functools
+
+    import optuna
+    from ray.tune.search import Searcher
+
+    from search.runner import NeuronOptunaSearch, study_base, suggest
+
+    spec = tiny_spec(tmp_path, store, tmp_path / "cache", "num_trials=3")
+    base = study_base(spec, "synthetic_default")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def searcher() -> NeuronOptunaSearch:
+        return NeuronOptunaSearch(
+            space=functools.partial(suggest, ranges=spec.space, base=base),
+            metric="val/gzsl_h",
+            mode="max",
+            seed=0,
+            num_trials=3,
+            study_name="s",
+            storage=optuna.storages.RDBStorage(storage),
+        )
+
+    dead = searcher()
+    assert isinstance(dead.suggest("a"), dict)
+    saved = tmp_path / "searcher.pkl"
+    dead.save(str(saved))  # Tune's last saved state knows trial a only
+    assert isinstance(dead.suggest("b"), dict)
+    dead.on_trial_result("b", {"epoch": 4, "training_iteration": 4, "val/gzsl_h": 0.5})
+    dead.on_trial_complete(
+        "b", {"epoch": 4, "training_iteration": 4, "val/gzsl_h": 0.5, "best_epoch": 4.0}
+    )
+    assert isinstance(dead.suggest("c"), dict)  # then the driver is killed
+
+    restored = searcher()
+    restored.restore(str(saved))
+    assert isinstance(restored.suggest("a"), dict)  # a resumes under its own Optuna trial
+    assert isinstance(restored.suggest("d"), dict)
+    assert restored.suggest("e") == Searcher.FINISHED
+    for trial_id in ("a", "d"):
+        restored.on_trial_complete(
+            trial_id, {"epoch": 4, "training_iteration": 4, "val/gzsl_h": 0.4, "best_epoch": 4.0}
+        )
+    study = optuna.load_study(study_name="s", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+    lost = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(lost) == 1 and lost[0].user_attrs["status"].startswith("lost")
+    # Killed again and restored from the same state: c stays lost, nothing more is proposed
+    # beyond num_trials.
+    again = searcher()
+    again.restore(str(saved))
+    assert again.suggest("f") == Searcher.FINISHED
