@@ -129,7 +129,7 @@ class NeuronOptunaSearch(OptunaSearch):
         self._last_result: dict[str, tuple[int, float]] = {}
         self._num_trials = num_trials
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | None:
         """Propose a trial, or FINISHED once the study holds `num_trials` trials.
 
         Tune restores its trial count from its last saved state; a trial that a killed driver
@@ -139,21 +139,23 @@ class NeuronOptunaSearch(OptunaSearch):
         replaces it. (No other driver can be running: search.lock.)"""
         if self._num_trials is None or trial_id in self._ot_trials:
             return super().suggest(trial_id)
+        study = self._ot_study
+        assert study is not None, "suggest() before the study was set up"
         known = {trial.number for trial in self._ot_trials.values()}
         finished_elsewhere = 0
-        for trial in self._ot_study.get_trials(deepcopy=False):
+        for trial in study.get_trials(deepcopy=False):
             if trial.number in known:
                 continue
             if trial.state == optuna.trial.TrialState.RUNNING:
-                lost = optuna.trial.Trial(self._ot_study, trial._trial_id)
+                lost = optuna.trial.Trial(study, trial._trial_id)
                 lost.set_user_attr(
                     "status", "lost: asked by a driver that died before Tune saved it"
                 )
-                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             elif "status" in trial.user_attrs and not trial.user_attrs["status"].startswith("lost"):
                 finished_elsewhere += 1
         if len(known) + finished_elsewhere >= self._num_trials:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -423,8 +425,7 @@ def _run_search(
             # "local": a new instance of our own, never a cluster that a `ray start` on this
             # machine left behind (ray.init(address=None) would join the latest one).
             # A local instance advertises loopback only (nothing else on the network needs it).
-            local = {} if cluster else {"_node_ip_address": "127.0.0.1"}
-            ray.init(address=cluster or "local", **local)
+            ray.init(address=cluster or "local", _node_ip_address=None if cluster else "127.0.0.1")
         except ConnectionError as error:
             raise SearchSetupError(
                 f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
