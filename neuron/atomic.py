@@ -15,13 +15,17 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success.
 
     The temporary name starts with `.` and ends in `.partial`, so an interrupted write never
-    leaves a file that looks complete. Works for files and directories.
+    leaves a file that looks complete. Works for files and directories. An OS error while
+    writing (full disk, read-only file system) names `target`, not the temporary path.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f"{suffix}.partial", dir=target.parent
-    )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f"{suffix}.partial", dir=target.parent
+        )
+    except OSError as error:
+        raise _naming(error, target) from error
     os.close(handle)
     temporary = Path(name)
     temporary.unlink()
@@ -30,12 +34,25 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
         else:
             temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and str(error.filename or temporary).startswith(
+            str(temporary)
+        ):
+            raise _naming(error, target) from error
         raise
+
+
+def _naming(error: OSError, target: Path) -> OSError:
+    """The same OS error, naming `target` (the file the user asked for)."""
+    if error.filename is not None and not str(error.filename).startswith(
+        str(target.parent / f".{target.name}.")
+    ):
+        return error
+    return type(error)(error.errno, error.strerror or str(error), str(target))
 
 
 def write_text_atomic(target: str | Path, text: str) -> Path:

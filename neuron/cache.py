@@ -12,6 +12,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,16 +39,65 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+LOCK_NOTICE_SECONDS = 30.0
+"""How often a process waiting on a lock says what it waits for."""
+LOCK_POLL_SECONDS = 0.25
+
+
+class LockHeld(RuntimeError):
+    """`file_lock(..., wait=False)` found the lock held by another process."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is locked by another process")
+        self.path = path
+
+
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Serialise builders of one cache entry across processes on a node (and NFS with locks)."""
+def file_lock(path: Path, waiting_for: str = "", wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on `path` across processes on a node (and NFS with locks).
+
+    The lock is the kernel's (flock): a holder that dies, even by SIGKILL, releases it. The
+    file exists only while the lock is held or awaited: the holder deletes it on release, and
+    a waiter that wakes up holding a deleted file locks the new one instead. A waiter prints
+    what it waits for (`waiting_for`) at once and every LOCK_NOTICE_SECONDS. With `wait=False`
+    a held lock raises `LockHeld` at once.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    started = time.monotonic()
+    notice_at = started
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 (held for the lock's whole life)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            if not wait:
+                raise LockHeld(path) from None
+            if time.monotonic() >= notice_at:
+                waited = time.monotonic() - started
+                print(
+                    f"waiting ({waited:.0f} s so far) for another process, which holds {path}: "
+                    f"{waiting_for or 'a lock'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                notice_at += LOCK_NOTICE_SECONDS
+            time.sleep(LOCK_POLL_SECONDS)
+            continue
+        try:
+            locked_current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            locked_current = False
+        if locked_current:
+            break
+        handle.close()  # the previous holder deleted this file on release: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def log_progress(progress: bool, message: str) -> None:
@@ -61,7 +113,7 @@ def build_once(
     once while the others wait and then reuse it."""
     if target.is_file():
         return
-    with file_lock(lock):
+    with file_lock(lock, waiting_for=message):
         if not target.is_file():
             log_progress(progress, message)
             build()

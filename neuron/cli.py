@@ -1,6 +1,6 @@
 """The `neuron` command.
 
-    neuron data synth | import | info     datasets in the Arrow format
+    neuron data synth | import | info | check   datasets in the Arrow format
     neuron pretrain CONFIG [k=v ...]      stage 1 (cached, resumable)
     neuron features CONFIG [k=v ...]      stage 1 + the feature cache
     neuron train CONFIG [k=v ...]         both stages and the final evaluation
@@ -12,17 +12,25 @@ group, so this package never imports them.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from neuron import __version__
 
+EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_OS_ERROR = 4
+EXIT_INTERRUPTED = 130
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +89,26 @@ def _data_info(args: argparse.Namespace) -> int:
     from neuron.importers import dataset_summary
 
     _print_summary(str(args.file), dataset_summary(args.file))
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from neuron.dataset import SkeletonTable
+
+    table = SkeletonTable(args.file, validate=False)
+    print(f"{table.path}: {len(table)} rows, {table.num_classes} classes, {table.info.dataset}")
+    for problem in table.problems:
+        print(f"  problem: {problem.describe()}")
+    if table.problems:
+        print(
+            f"error: {table.path}: {len(table.problems)} problem(s); fix them before training",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    print(
+        "  no problems: labels, sample ids, partitions, frame/body counts, joints lengths and "
+        "coordinates are valid"
+    )
     return 0
 
 
@@ -166,11 +194,14 @@ def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> 
 def _train(args: argparse.Namespace) -> int:
     from neuron.atomic import write_text_atomic
     from neuron.prepare import prepare
-    from neuron.train import fit
+    from neuron.train import fit, load_checkpoint
 
     cfg = _load(args)
     name = args.name or time.strftime("train-%Y%m%d-%H%M%S")
     run_dir = Path(cfg.run.output_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable output fails before any work
+    if args.resume:
+        load_checkpoint(cfg, Path(args.resume))  # a bad checkpoint fails before anything is built
     prepared = prepare(cfg, progress=True)
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
@@ -261,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file")
     info.set_defaults(handler=_data_info)
 
+    check = data_commands.add_parser(
+        "check",
+        help="check every row of a dataset file (labels, ids, partitions, joints, NaN/inf)",
+        description="Runs the checks made whenever a dataset is opened and lists every problem "
+        "with its column, first row, value and fix; exit code 2 when there are any.",
+    )
+    check.add_argument("file")
+    check.set_defaults(handler=_data_check)
+
     pretrain = commands.add_parser(
         "pretrain", help="stage 1: train the Shift-GCN encoder on the training classes"
     )
@@ -308,19 +348,90 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_arguments(parser, argv)
+OS_ERROR_FIXES = {
+    errno.EROFS: "the file system is read-only; choose a writable location",
+    errno.ENOSPC: "the disk is full; free some space or choose another location",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or choose another location",
+    errno.EACCES: "permission denied; fix the permissions or choose another location",
+    errno.EPERM: "operation not permitted; fix the permissions or choose another location",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",
+    errno.EEXIST: "this path is a file, not a folder; choose another path or move that file",
+    errno.EISDIR: "this is a folder, not a file; give a file path",
+    errno.ENOENT: "no such file or folder; check the path",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line: the path, the cause and what to do."""
+    where = error.filename if error.filename is not None else "(no path given)"
+    if error.filename2 is not None:
+        where = f"{where} -> {error.filename2}"
+    cause = error.strerror or str(error)
+    fix = OS_ERROR_FIXES.get(error.errno or 0)
+    return f"{where}: {cause}" + (f" ({fix})" if fix else "")
+
+
+def run_handler(
+    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace
+) -> int:
+    """Run a command; every failure ends in one line on stderr and an exit code, never a
+    traceback: bad input 2, a diverged run 3, an OS fault (read-only, full disk, a file in the
+    way) 4, Ctrl-C 130; anything unexpected 1, with the full traceback written to a file that
+    the line names."""
     from neuron.optim import DivergenceError
 
     try:
-        return int(args.handler(args) or 0)
+        try:
+            return int(handler(args) or 0)
+        except BaseException:
+            _close_progress_bars()  # the error line starts on a line of its own
+            raise
     except DivergenceError as error:
         print(f"error: training diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (ValueError, FileNotFoundError) as error:
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(error, FileNotFoundError) else EXIT_OS_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        where = _write_traceback()
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        print(
+            f"error: unexpected {type(error).__name__}: {first} (full traceback: {where}; "
+            "please report it with that file)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed command left open (tqdm keeps a set of them)."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
+def _write_traceback() -> str:
+    """Write the current exception's traceback to a file in the temporary folder; its path."""
+    path = Path(tempfile.gettempdir()) / (
+        f"neuron-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    )
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError as error:
+        return f"not written ({path}: {error.strerror})"
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_arguments(parser, argv)
+    return run_handler(args.handler, args)
 
 
 if __name__ == "__main__":

@@ -231,7 +231,11 @@ class DatasetWriter:
 class SkeletonTable:
     """A read-only view of a dataset file; `.arrow` files are memory-mapped (zero copy)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, validate: bool = True) -> None:
+        """Open `path`; with `validate` (the default), refuse a file whose contents fail
+        `neuron.datacheck.find_problems` (`problems` holds them either way)."""
+        from neuron.datacheck import find_problems
+
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(
@@ -255,16 +259,28 @@ class SkeletonTable:
                 f"{self.path}: missing columns {missing}; re-import it with `neuron data import`"
             )
         self.info = DatasetInfo.from_metadata(self.table.schema.metadata, self.path)
-        self.labels = self._column("label").astype(np.int64)
-        self.subject = self._column("subject")
-        self.view = self._column("view")
-        self.setup = self._column("setup")
-        self.num_frames = self._column("num_frames")
-        self.num_bodies = self._column("num_bodies")
-        self.partition = np.asarray(self.table.column("partition").to_pylist())
+        self.problems = find_problems(self.table, self.num_classes, self.info.num_joints)
+        if validate and self.problems:
+            shown = "; ".join(f"({i + 1}) {p.describe()}" for i, p in enumerate(self.problems[:3]))
+            more = f" and {len(self.problems) - 3} more" if len(self.problems) > 3 else ""
+            raise DatasetError(
+                f"{self.path}: {len(self.problems)} problem(s) in the data: {shown}{more}. "
+                f"`neuron data check {self.path}` lists them all"
+            )
+        self.labels = self._integers("label")
+        self.subject = self._integers("subject")
+        self.view = self._integers("view")
+        self.setup = self._integers("setup")
+        self.num_frames = self._integers("num_frames")
+        self.num_bodies = self._integers("num_bodies")
+        self.partition = np.asarray(
+            [str(value) for value in self.table.column("partition").to_pylist()]
+        )
         # Zero-copy access to the joints: per row, its chunk's flat float32 values, the row's
         # slice of them and its (T, M, V, 3) shape, precomputed so `sequence` is one lookup.
         self._rows: list[tuple[np.ndarray, int, int, tuple[int, int, int, int]]] = []
+        if any(p.column in ("joints", "num_frames", "num_bodies") for p in self.problems):
+            return  # opened unvalidated to report the problems: no sequence access
         frames, bodies = self.num_frames.tolist(), self.num_bodies.tolist()
         for chunk in self.table.column("joints").chunks:
             offsets = chunk.offsets.to_numpy().tolist()
@@ -274,8 +290,17 @@ class SkeletonTable:
                 shape = (frames[row], bodies[row], self.info.num_joints, 3)
                 self._rows.append((values, offsets[local], offsets[local + 1], shape))
 
-    def _column(self, name: str) -> np.ndarray:
-        return self.table.column(name).to_numpy()
+    def _integers(self, name: str) -> np.ndarray:
+        """An integer column as int64 (the same values; -1 for any that are not integers, in a
+        file opened unvalidated to report its problems)."""
+        column = self.table.column(name)
+        if pa.types.is_integer(column.type) and column.null_count == 0:
+            return column.to_numpy().astype(np.int64)
+        try:
+            values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        except (TypeError, ValueError, pa.ArrowInvalid):
+            return np.full(len(column), -1, dtype=np.int64)
+        return np.where(np.isfinite(values), values, -1).astype(np.int64)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -320,9 +345,9 @@ class SkeletonTable:
             "train": int((self.partition == "train").sum()),
             "test": int((self.partition == "test").sum()),
             "subjects": int(len(np.unique(self.subject))),
-            "frames_min": int(self.num_frames.min()),
-            "frames_mean": float(self.num_frames.mean()),
-            "frames_max": int(self.num_frames.max()),
+            "frames_min": int(self.num_frames.min()) if len(self) else 0,
+            "frames_mean": float(self.num_frames.mean()) if len(self) else 0.0,
+            "frames_max": int(self.num_frames.max()) if len(self) else 0,
             "two_body_sequences": int((self.num_bodies >= 2).sum()),
             "joint_layout": self.info.joint_layout,
             "num_joints": self.info.num_joints,
@@ -330,5 +355,7 @@ class SkeletonTable:
 
 
 def open_dataset(path: str | Path) -> SkeletonTable:
-    """Open a dataset file written by DatasetWriter (memory-mapped when `.arrow`)."""
+    """Open a dataset file written by DatasetWriter (memory-mapped when `.arrow`); refused,
+    with the row, column, value and fix, when its contents fail the checks of
+    neuron.datacheck."""
     return SkeletonTable(path)

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from neuron.atomic import atomic_path
 from neuron.cache import build_once, stable_hash
 from neuron.config import Config
 from neuron.dataset import SkeletonTable, open_dataset
 from neuron.device import apply_threads
 from neuron.extract import build_feature_cache, feature_cache_key
 from neuron.pretrain import encoder_key, pretrain_encoder
+from neuron.safeload import load_torch_file, save_torch_file
 from neuron.sideinfo import SideInformation, load_side_information
 from neuron.splits import ClassSplit, make_class_split, partition_samples
 
@@ -113,17 +112,16 @@ def side_information_file(cfg: Config, table: SkeletonTable, progress: bool = Fa
             table.info.dataset,
             Path(cfg.run.cache_dir),
         )
-        with atomic_path(path) as temporary:
-            torch.save(
-                {
-                    "spatial": side.spatial,
-                    "temporal": side.temporal,
-                    "class_names": side.class_names,
-                    "source": side.source,
-                    "text_model": side.text_model,
-                },
-                temporary,
-            )
+        save_torch_file(
+            {
+                "spatial": side.spatial,
+                "temporal": side.temporal,
+                "class_names": side.class_names,
+                "source": side.source,
+                "text_model": side.text_model,
+            },
+            path,
+        )
 
     build_once(
         path,
@@ -136,7 +134,11 @@ def side_information_file(cfg: Config, table: SkeletonTable, progress: bool = Fa
 
 
 def load_side_information_file(path: Path) -> SideInformation:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = load_torch_file(
+        path,
+        "side-information cache entry",
+        f"delete {path} (it is rebuilt from the side information) or point run.cache_dir elsewhere",
+    )
     return SideInformation(
         spatial=saved["spatial"],
         temporal=saved["temporal"],

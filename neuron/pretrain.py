@@ -18,7 +18,6 @@ import torch.nn.functional as functional
 from tqdm import tqdm
 
 from neuron import __version__
-from neuron.atomic import atomic_path
 from neuron.cache import file_fingerprint, log_progress, stable_hash
 from neuron.config import Config
 from neuron.dataset import SkeletonTable
@@ -26,6 +25,7 @@ from neuron.device import resolve_device
 from neuron.encoder import ShiftGCN
 from neuron.optim import DivergenceError, sgd, step_schedule
 from neuron.preprocess import prepare_sequence
+from neuron.safeload import load_torch_file, save_torch_file
 from neuron.splits import ClassSplit
 
 STAGE1_VIEW_OFFSET = 1000
@@ -147,7 +147,12 @@ def pretrain_encoder(
     start_epoch = 1
     last = out_dir / "last.pt"
     if last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
+        state = load_torch_file(
+            last,
+            "stage-1 resume state",
+            f"delete {last} to train stage 1 from the start",
+            map_location=device,
+        )
         encoder.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -195,29 +200,27 @@ def pretrain_encoder(
             f"stage 1 epoch {epoch}/{cfg.pretrain.epochs}: loss {total_loss / max(total, 1):.4f}, "
             f"held-out seen accuracy {accuracy:.3f} ({time.perf_counter() - started:.1f} s)",
         )
-        with atomic_path(last) as temporary:
-            torch.save(
-                {
-                    "model": encoder.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "best": best,
-                },
-                temporary,
-            )
-    with atomic_path(final) as temporary:
-        torch.save(
+        save_torch_file(
             {
-                "model": best["state"],
-                "config": cfg.to_dict(),
-                "training_classes": list(class_split.training),
-                "selected_epoch": best["epoch"],
-                "heldout_accuracy": best["accuracy"],
-                "version": __version__,
+                "model": encoder.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best": best,
             },
-            temporary,
+            last,
         )
+    save_torch_file(
+        {
+            "model": best["state"],
+            "config": cfg.to_dict(),
+            "training_classes": list(class_split.training),
+            "selected_epoch": best["epoch"],
+            "heldout_accuracy": best["accuracy"],
+            "version": __version__,
+        },
+        final,
+    )
     last.unlink(missing_ok=True)
     return final
 
@@ -242,7 +245,12 @@ def encoder_accuracy(
 
 
 def load_encoder(cfg: Config, path: Path, num_joints: int, device: torch.device) -> ShiftGCN:
-    saved = torch.load(path, map_location=device, weights_only=False)
+    saved = load_torch_file(
+        path,
+        "stage-1 encoder",
+        f"delete {path} (it is rebuilt from the dataset) or point run.cache_dir elsewhere",
+        map_location=device,
+    )
     encoder = build_encoder(cfg, len(saved["training_classes"]), num_joints).to(device)
     encoder.load_state_dict(saved["model"])
     encoder.eval()

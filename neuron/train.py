@@ -37,6 +37,7 @@ from neuron.metrics import chance_levels
 from neuron.model import NeuronHead, class_logits, neuron_loss
 from neuron.optim import DivergenceError, sgd, step_schedule
 from neuron.prepare import Prepared, load_side_information_file, prepare
+from neuron.safeload import load_torch_file, save_torch_file
 from neuron.splits import ClassSplit
 
 Reporter = Callable[[dict[str, float], Path | None], None]
@@ -242,6 +243,14 @@ class Stage2:
         return paper_parity_evaluation(self.cfg, self.head, self.source, self.text, self.split)
 
 
+def reported_metric_names(cfg: Config, prepared: Prepared) -> set[str]:
+    """The names of the metrics `fit` reports every epoch under `cfg`: the per-epoch keys plus
+    those of one validation pass of the untrained head (the same code that reports them, so
+    the list cannot drift from what training reports)."""
+    validation, _ = Stage2.build(cfg, prepared).validate()
+    return {"epoch", "lr", "train/loss", "epoch_seconds", *validation}
+
+
 def _state_path(checkpoint_dir: Path) -> Path:
     return checkpoint_dir / "state.pt"
 
@@ -265,8 +274,23 @@ def load_checkpoint(cfg: Config, checkpoint_dir: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{checkpoint_dir}: no state.pt; pass a checkpoint directory written by `neuron train`"
         )
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    saved = config_from_plain(state["config"])
+    state = load_torch_file(
+        path,
+        "training checkpoint",
+        "resume from another checkpoint directory (run_dir/checkpoints/epoch-NNNN) or start a "
+        "new run",
+    )
+    if not isinstance(state, dict) or not {"config", "head", "epoch", "best"} <= set(state):
+        raise CheckpointError(
+            f"{path}: not a checkpoint written by `neuron train` (it lacks the keys config, "
+            "head, epoch and best); resume from run_dir/checkpoints/epoch-NNNN or start a new run"
+        )
+    try:
+        saved = config_from_plain(state["config"])
+    except ValueError as error:
+        raise CheckpointError(
+            f"{path}: the checkpoint's config is not valid ({error}); start a new run"
+        ) from error
     differences = _differences(_comparable(saved.to_dict()), _comparable(cfg.to_dict()))
     if differences:
         raise CheckpointError(
@@ -394,7 +418,7 @@ def _save_checkpoint(
     checkpoint = run_dir / "checkpoints" / f"epoch-{epoch:04d}"
     with atomic_path(checkpoint) as temporary:
         temporary.mkdir()
-        torch.save(
+        save_torch_file(
             {
                 "head": run.head.state_dict(),
                 "optimizer": run.optimizer.state_dict(),
@@ -404,7 +428,7 @@ def _save_checkpoint(
                 "parity_best": parity_best,
                 "config": run.cfg.to_dict(),
                 "version": __version__,
-                "metrics": dict(metrics),
+                "metrics": {k: float(v) for k, v in metrics.items()},
             },
             _state_path(temporary),
         )

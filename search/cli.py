@@ -13,10 +13,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from neuron.cli import parse_arguments
+from neuron.cli import EXIT_INTERRUPTED, parse_arguments, run_handler
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 DESCRIPTION = """\
 Hyperparameter search over Neuron: Ray Tune schedules the trials (on a local Ray instance, or on
@@ -38,8 +37,9 @@ outputs:
   <output_dir>/<name>/optuna.db                  optuna-dashboard sqlite:///<that path>
   <output_dir>/mlflow.db                         mlflow ui --backend-store-uri sqlite:///<path>
 
-exit codes: 0 done, 2 bad input (spec, override, range, tracking URI; nothing launched),
-  130 interrupted (Ctrl-C; continue with --resume).
+exit codes: 0 done, 2 bad input (spec, override, range, tracking URI, a name in use; nothing
+  launched), 4 an OS fault (read-only or full disk; the line names the path), 130 interrupted
+  (Ctrl-C; continue with --resume), 1 unexpected (the line names the file with the traceback).
 """
 
 
@@ -142,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    return run_command(parse_arguments(parser, argv))
+    return run_handler(run_command, parse_arguments(parser, argv))

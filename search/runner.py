@@ -68,14 +68,18 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
 from neuron.config import Config, EvalConfig, to_plain
+from neuron.prepare import Prepared
+from neuron.train import reported_metric_names
 from search.checkpoints import CheckpointKeeper
+from search.lock import hold_name
 from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec
-from search.staging import PendingPrepared, StagedPrepared, launch_prepare
+from search.staging import PendingPrepared, StagedPrepared, launch_prepare, localize
 from search.tracking import (
     TAG_SEARCH,
     MlflowTracker,
@@ -122,9 +126,39 @@ class NeuronOptunaSearch(OptunaSearch):
     docstring): PRUNED for trials stopped early, FAIL for errors, the selected epoch's objective
     for completed trials."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, num_trials: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_result: dict[str, tuple[int, float]] = {}
+        self._num_trials = num_trials
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Propose a trial, or FINISHED once the study holds `num_trials` trials.
+
+        Tune restores its trial count from its last saved state; a trial that a killed driver
+        started after that state (asked Optuna, perhaps finished) is unknown to it, so Tune
+        would start one more. Counted here instead: a finished one counts toward `num_trials`;
+        one still RUNNING was lost with its driver (told FAIL, status "lost ..."), and Tune
+        replaces it. (No other driver can be running: search.lock.)"""
+        if self._num_trials is None or trial_id in self._ot_trials:
+            return super().suggest(trial_id)
+        study = self._ot_study
+        assert study is not None, "suggest() before the study was set up"
+        known = {trial.number for trial in self._ot_trials.values()}
+        finished_elsewhere = 0
+        for trial in study.get_trials(deepcopy=False):
+            if trial.number in known:
+                continue
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                lost = optuna.trial.Trial(study, trial._trial_id)
+                lost.set_user_attr(
+                    "status", "lost: asked by a driver that died before Tune saved it"
+                )
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            elif "status" in trial.user_attrs and not trial.user_attrs["status"].startswith("lost"):
+                finished_elsewhere += 1
+        if len(known) + finished_elsewhere >= self._num_trials:
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Only the last (epoch, objective) is kept, in memory and in the searcher's checkpoint,
@@ -149,15 +183,18 @@ class NeuronOptunaSearch(OptunaSearch):
 
     def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
+        status, epochs = trial_status(result)
         if trial_id in self._last_result:
             step, reported = self._last_result.pop(trial_id)
-            ot_trial.report(reported, step)
-        status, epochs = trial_status(result)
+            if not status.startswith("failed"):
+                ot_trial.report(reported, step)
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("epochs_reached", epochs)
         value: float | None = None
         if error:
             state, status = optuna.trial.TrialState.FAIL, "failed"
+        elif status.startswith("failed"):  # diverged (search.trainable)
+            state = optuna.trial.TrialState.FAIL
         elif status == "completed":
             state = optuna.trial.TrialState.COMPLETE
             finished = result or {}
@@ -361,9 +398,17 @@ class _Search:
 def run_search(
     spec: SearchSpec, name: str, resume: bool = False, address: str | None = None
 ) -> SearchResult:
-    """Run (or resume) the search `name`; return where everything was written."""
+    """Run (or resume) the search `name`; return where everything was written. One driver per
+    name: a second one is refused at once (`search.lock`)."""
     _check_name(name)
     record = spec.resolved_output_dir() / name / "search.yaml"
+    with hold_name(record.parent, f"search {name!r}"):
+        return _run_search(spec, name, record, resume, address)
+
+
+def _run_search(
+    spec: SearchSpec, name: str, record: Path, resume: bool, address: str | None
+) -> SearchResult:
     _check_resume(spec, name, record, resume)
     tracking_uri = spec.resolved_tracking_uri()
     check_tracking_uri(tracking_uri)
@@ -380,7 +425,8 @@ def run_search(
         try:
             # "local": a new instance of our own, never a cluster that a `ray start` on this
             # machine left behind (ray.init(address=None) would join the latest one).
-            ray.init(address=cluster or "local")
+            # A local instance advertises loopback only (nothing else on the network needs it).
+            ray.init(address=cluster or "local", _node_ip_address=None if cluster else "127.0.0.1")
         except ConnectionError as error:
             raise SearchSetupError(
                 f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
@@ -446,6 +492,10 @@ def _run_study(search: _Search, split: str) -> StudyResult:
         settings=_settings(spec),
         time_budget_s=spec.time_budget_s,
     )
+    # A build published on shared storage is fetched to the driver's node for the check.
+    local = localize(prepared, Path(base.run.cache_dir))
+    assert local is not None
+    check_objective(spec.objective.metric, base, local)
     search.begin()
     study_run_id = search.tracker.start_study(study, search.search_run_id)
     if isinstance(prepared, StagedPrepared):
@@ -456,7 +506,10 @@ def _run_study(search: _Search, split: str) -> StudyResult:
         )
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, base=base.to_dict(), prepared=prepared), resources
+        tune.with_parameters(
+            train_trial, base=base.to_dict(), prepared=prepared, objective=spec.objective.metric
+        ),
+        resources,
     )
     experiment_path = f"{search.storage}/{split}"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table below
@@ -504,6 +557,22 @@ def _run_study(search: _Search, split: str) -> StudyResult:
     return _study_result(search.tracker, study, study_run_id)
 
 
+def check_objective(metric: str, base: Config, prepared: Prepared) -> None:
+    """Refuse an objective that training never reports, before any trial, study run or name
+    is created (the names come from one validation pass of the untrained head)."""
+    # On the driver's CPU: the driver of a GPU cluster may have no GPU.
+    reported = reported_metric_names(base.replace({"run.device": "cpu"}), prepared)
+    if metric in reported:
+        return
+    choices = sorted(name for name in reported if name.startswith("val/"))
+    close = difflib.get_close_matches(metric, choices, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SearchSetupError(
+        f"objective.metric={metric!r}: training never reports this metric; {hint}the "
+        f"validation metrics it reports are: {', '.join(choices)}"
+    )
+
+
 def _tune_config(
     spec: SearchSpec, base: Config, study_name: str, optuna_storage: str
 ) -> tune.TuneConfig:
@@ -512,6 +581,7 @@ def _tune_config(
         metric=spec.objective.metric,
         mode=spec.objective.mode,
         seed=spec.seed,
+        num_trials=spec.num_trials,
         study_name=study_name,
         storage=optuna.storages.RDBStorage(optuna_storage),
     )

@@ -47,6 +47,8 @@ TAG_STUDY = "neuron.study"
 TAG_TRIAL = "neuron.trial_id"
 TAG_STATUS = "neuron.status"
 TAG_EPOCHS = "neuron.epochs_reached"
+DIVERGED = "diverged"
+"""Result key of a trial whose loss stopped being finite: the reason (search.trainable)."""
 BATCH = 100
 """MLflow's limit of params or tags per log_batch request."""
 
@@ -201,6 +203,8 @@ def trial_status(result: dict[str, Any] | None) -> tuple[str, int]:
     `fit` puts the final test evaluation (`best_epoch`) on its last report only."""
     result = result or {}
     epoch = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+    if result.get(DIVERGED):
+        return f"failed: {result[DIVERGED]}", epoch
     if "best_epoch" in result:
         return "completed", epoch
     return f"stopped early at epoch {epoch}", epoch
@@ -497,7 +501,8 @@ class TrackingCallback(Callback):
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        self.finish_trial(trial, trial_status(trial.last_result)[0], "FINISHED")
+        status = trial_status(trial.last_result)[0]
+        self.finish_trial(trial, status, "FAILED" if status.startswith("failed") else "FINISHED")
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -554,6 +559,16 @@ class TrackingCallback(Callback):
     def interrupted(self, trials: list[Trial]) -> bool:
         """Tune stopped before every trial finished (Ctrl-C, SIGUSR1), not at the time budget."""
         expected = getattr(self, "_expected_trials", None)
+        if expected is not None:
+            # Trials a killed driver finished after Tune's last saved state count toward the
+            # study (the searcher counts them too; search.runner.NeuronOptunaSearch.suggest).
+            known = {trial.trial_id for trial in trials}
+            expected -= sum(
+                1
+                for run in self.tracker.children(self.study_run_id)
+                if run.data.tags.get(TAG_TRIAL) not in known
+                and run.info.status in ("FINISHED", "FAILED")
+            )
         unfinished = (expected is not None and len(trials) < expected) or any(
             trial.status not in (Trial.TERMINATED, Trial.ERROR) for trial in trials
         )
@@ -599,6 +614,9 @@ class TrackingCallback(Callback):
                 self.on_trial_error(0, trials, trial)
             else:
                 status = trial_status(trial.last_result)[0]
+                if status.startswith("failed"):
+                    self.finish_trial(trial, status, "FAILED")
+                    continue
                 if status != "completed" and trial.status != Trial.TERMINATED:
                     status += " (the study ended: time budget or interrupted)"
                 self.finish_trial(trial, status, "FINISHED")

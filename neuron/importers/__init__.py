@@ -125,4 +125,6 @@ def dataset_summary(path: str | Path) -> dict[str, Any]:
                 "joints": table.joints,
                 "frames": table.frames,
             }
-    return {"kind": "skeletons", **SkeletonTable(path).summary()}
+    table = SkeletonTable(path, validate=False)
+    problems = [problem.describe() for problem in table.problems]
+    return {"kind": "skeletons", **table.summary(), "problems": problems or "none"}

@@ -4,10 +4,15 @@ writer loop that turns a plan into a dataset file, and an ordered process pool."
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import itertools
 import json
 import multiprocessing
+import os
+import signal
 import sys
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -181,7 +186,9 @@ def ordered_map(
     # fork: the workers start in milliseconds and inherit `function`; spawn elsewhere.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         pending: deque[concurrent.futures.Future] = deque()
         upcoming = iter(chunks)
         for part in itertools.islice(upcoming, workers * ahead):
@@ -191,6 +198,29 @@ def ordered_map(
             for part in itertools.islice(upcoming, 1):
                 pending.append(pool.submit(_map_chunk, function, part))
             yield from results
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies (linux/prctl.h)."""
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when the process that started it dies, even by
+    SIGKILL (which runs no cleanup, so the pool never tells its workers to stop). On Linux the
+    kernel sends SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere a thread polls the parent."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _map_chunk(function: Callable[[Any], Any], part: Sequence[Any]) -> list[Any]:
@@ -237,10 +267,20 @@ def write_plan(plan: ImportPlan, request: ImportRequest) -> dict[str, Any]:
                     )
                 skipped.append({"item": item.item, "reason": item.reason})
                 continue
-            writer.add(
-                item.sample_id, item.label, item.joints, item.partition,
-                subject=item.subject, view=item.view, setup=item.setup,
-            )  # fmt: skip
+            try:
+                writer.add(
+                    item.sample_id, item.label, item.joints, item.partition,
+                    subject=item.subject, view=item.view, setup=item.setup,
+                )  # fmt: skip
+            except DatasetError as error:
+                # A record the file format refuses (NaN coordinates, a repeated id, ...) is a
+                # malformed item like any other: skipped and listed, or the end of a strict import.
+                if request.strict:
+                    raise DatasetError(
+                        f"{error} (strict import: nothing was written to {out})"
+                    ) from error
+                skipped.append({"item": item.sample_id, "reason": str(error)})
+                continue
             partitions[item.partition] += 1
         if writer.count == 0:
             reasons = Counter(entry["reason"] for entry in skipped).most_common(3)

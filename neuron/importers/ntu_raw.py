@@ -128,6 +128,8 @@ def read_ntu_skeleton(path: str | Path) -> NtuSkeleton:
                 table = np.array(values, dtype=np.float64).reshape(
                     NUM_NTU_JOINTS, NTU_JOINT_FIELDS
                 )  # (25, 12)
+                if not np.isfinite(table).all():
+                    raise ValueError  # NaN/inf: the loop below names the line
             except ValueError:
                 for offset in range(NUM_NTU_JOINTS):
                     if cursor + offset >= len(lines):

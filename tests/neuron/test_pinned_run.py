@@ -43,7 +43,7 @@ def run_tiny(cache_dir: Path, run_dir: Path) -> dict[str, Any]:
     """The record that `pinned/tiny_run.json` holds, computed now."""
     cfg = load_config("tiny", {"run.cache_dir": str(cache_dir), "run.seed": 0})
     prepared = prepare(cfg, progress=False)
-    encoder = torch.load(prepared.encoder_checkpoint, map_location="cpu", weights_only=False)
+    encoder = torch.load(prepared.encoder_checkpoint, map_location="cpu", weights_only=True)
     reports: list[dict[str, float]] = []
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:

@@ -411,13 +411,17 @@ def test_official_precomputed_tensors(tmp_path: Path) -> None:
     assert ntu60.spatial.shape == ntu60.temporal.shape == (3, 60, 10, 768)
     assert ntu60.dim == 768 and "CLIP" in ntu60.text_model
     fsp = torch.load(
-        OFFICIAL / "temporal" / "ntu120_gpt4omini_incontext_temporal_fsp.tar", map_location="cpu"
+        OFFICIAL / "temporal" / "ntu120_gpt4omini_incontext_temporal_fsp.tar",
+        map_location="cpu",
+        weights_only=True,
     )
     assert torch.equal(ntu60.temporal[1], fsp[:60])
     ntu120 = load_side_information(cfg, NTU120_CLASSES, "ntu120", tmp_path)
     assert ntu120.spatial.shape == (3, 120, 10, 768)
     fg = torch.load(
-        OFFICIAL / "spatial" / "ntu120_gpt4omini_incontext_spatial_fg.tar", map_location="cpu"
+        OFFICIAL / "spatial" / "ntu120_gpt4omini_incontext_spatial_fg.tar",
+        map_location="cpu",
+        weights_only=True,
     )
     assert torch.equal(ntu120.spatial[2], fg)
     assert not (tmp_path / "text").exists(), "precomputed embeddings need no text model"

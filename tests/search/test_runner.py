@@ -145,13 +145,15 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
         "num_trials=4",
         "scheduler.name=none",
         "space.train.optimizer.lr.high=1000000000000.0",
-        "max_failures=0",
+        "max_failures=2",
     )
     run_search(spec, "diverge")
     _, study, children = study_runs(store, "diverge")
     failed = [c for c in children if c.info.status == "FAILED"]
     others = [c for c in children if c.info.status == "FINISHED"]
     assert len(children) == 4 and failed and others
+    # A divergence is not a node fault: recorded failed at once, never retried.
+    assert all("neuron.recoveries" not in c.data.tags for c in children)
     for child in failed:
         assert child.data.tags["neuron.status"].startswith("failed: DivergenceError: "), (
             child.data.tags
