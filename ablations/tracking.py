@@ -192,7 +192,8 @@ class AblationCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         status, epochs = trial_status(trial.last_result)
-        self._finish(trial, status, epochs, "FINISHED")
+        # A diverged run ends normally under Tune (no retry) but is a failed cell.
+        self._finish(trial, status, epochs, "FAILED" if status.startswith("failed") else "FINISHED")
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
