@@ -20,6 +20,15 @@ Where it deliberately differs from the reference:
   channel plan, stride units and temporal kernel come from `EncoderConfig`.
 - The spatial shift indices are non-persistent buffers (the reference stores them as frozen
   parameters in the state dict).
+
+Speed (same numbers as the simple version kept in `tests/neuron/reference_encoder.py`, within
+float rounding; a test checks outputs, gradients and running statistics): every unit works on
+channels-last tensors, so the (N, C, T, V) ↔ (N·T, V·C) reshapes around the spatial shift are free
+views and the 1×1 convolutions run as plain matrix products; the spatial shifts are one
+`index_select` each on the (N·T, V·C) rows (whose gradient is an `index_add`, no scatter); the
+temporal shift pads one zero frame on each side, reads both interpolation neighbours with one
+`index_select` of precomputed flat positions and blends them with one `lerp`, instead of two
+`gather`s with full-size expanded indices, validity masks and three multiplications.
 """
 
 from __future__ import annotations
@@ -90,26 +99,31 @@ class ShiftGraphConv(nn.Module):
         )
 
     def shifted_linear(self, x: Tensor) -> Tensor:
-        """Shift-in, mask, linear, shift-out of x (N, C_in, T, V) → (N·T, V·C_out), before BN."""
+        """Shift-in, mask, linear, shift-out of x (N, C_in, T, V) → (N·T, V·C_out), before BN.
+
+        x may have any memory layout; channels-last (what the units pass) makes the first
+        reshape a view.
+        """
         batch, channels, frames, joints = x.shape
         features = x.permute(0, 2, 3, 1).reshape(batch * frames, joints * channels)  # (N*T, V*C_in)
-        features = features.index_select(1, self.shift_in_index)
-        features = features.view(batch * frames, joints, channels)  # (N*T, V, C_in)
-        features = features * (torch.tanh(self.feature_mask) + 1)
-        features = (
-            torch.einsum("bvc,cd->bvd", features, self.linear_weight) + self.linear_bias
-        )  # (N*T, V, C_out)
-        features = features.reshape(batch * frames, joints * self.out_channels)  # (N*T, V*C_out)
+        features = features.index_select(1, self.shift_in_index)  # (N*T, V*C_in)
+        features = features.view(batch * frames, joints, channels) * (
+            torch.tanh(self.feature_mask) + 1
+        )  # (N*T, V, C_in)
+        features = torch.addmm(
+            self.linear_bias, features.view(-1, channels), self.linear_weight
+        )  # (N*T*V, C_out)
+        features = features.view(batch * frames, joints * self.out_channels)  # (N*T, V*C_out)
         return features.index_select(1, self.shift_out_index)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (N, C_in, T, V) → (N, C_out, T, V)."""
+        """x (N, C_in, T, V) → (N, C_out, T, V), channels-last."""
         batch, _, frames, joints = x.shape
         features = self.norm(self.shifted_linear(x))  # (N*T, V*C_out)
         features = features.view(batch, frames, joints, self.out_channels).permute(
             0, 3, 1, 2
-        )  # (N, C_out, T, V)
-        return F.relu(features + self.down(x))
+        )  # (N, C_out, T, V), a channels-last view
+        return F.relu(features + self.down(x), inplace=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,22 +150,27 @@ def temporal_shift(x: Tensor, offsets: Tensor, stride: int = 1) -> Tensor:
     """Shift every channel of x (N, C, T, V) in time by its real-valued offset, zero padded.
 
     Output frame t of channel c is x[c, t·stride + offsets[c]], linearly interpolated between the
-    two neighbouring frames; frames outside [0, T) read zero. Returns (N, C, ceil(T/stride), V).
+    two neighbouring frames; frames outside [0, T) read zero. Returns (N, C, ceil(T/stride), V)
+    in channels-last memory format.
     """
     batch, channels, frames, joints = x.shape
     out_frames = -(-frames // stride)
     base = torch.floor(offsets).detach()  # (C,)
-    fraction = (offsets - base).view(1, channels, 1, 1)  # (1, C, 1, 1), carries the offset gradient
+    fraction = offsets - base  # (C,), carries the offset gradient
+    # One zero frame on each side: padded frame p is input frame p - 1; any source frame outside
+    # [0, T) is clamped onto one of the two zero frames.
+    padded = x.new_zeros(batch, frames + 2, joints, channels)  # (N, T+2, V, C)
+    padded[:, 1:-1] = x.permute(0, 2, 3, 1)  # (N, T, V, C)
     start = torch.arange(out_frames, device=x.device) * stride  # (T_out,)
-    lower = start.unsqueeze(0) + base.long().unsqueeze(1)  # (C, T_out)
-
-    def read(index: Tensor) -> Tensor:
-        valid = ((index >= 0) & (index < frames)).to(x.dtype)  # (C, T_out)
-        gather_index = index.clamp(0, frames - 1).view(1, channels, out_frames, 1)
-        gather_index = gather_index.expand(batch, channels, out_frames, joints)  # (N, C, T_out, V)
-        return x.gather(2, gather_index) * valid.view(1, channels, out_frames, 1)
-
-    return read(lower) * (1 - fraction) + read(lower + 1) * fraction
+    lower = start.view(1, -1, 1) + base.long().view(1, 1, -1) + 1  # (1, T_out, C) padded frame
+    neighbours = torch.cat((lower, lower + 1)).clamp(0, frames + 1)  # (2, T_out, C)
+    joint = torch.arange(joints, device=x.device).view(1, 1, joints, 1)  # (1, 1, V, 1)
+    channel = torch.arange(channels, device=x.device)  # (C,)
+    flat = (neighbours.unsqueeze(2) * joints + joint) * channels + channel  # (2, T_out, V, C)
+    read = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, 2*T_out*V*C)
+    read = read.view(batch, 2, out_frames, joints, channels)  # (N, 2, T_out, V, C)
+    shifted = torch.lerp(read[:, 0], read[:, 1], fraction)  # (N, T_out, V, C)
+    return shifted.permute(0, 3, 1, 2)  # (N, C, T_out, V), channels-last
 
 
 class TemporalShift(nn.Module):
@@ -191,7 +210,7 @@ class ShiftTemporalConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C_in, T, V) → (N, C_out, ceil(T/stride), V)."""
         x = self.shift_in(self.norm_in(x))
-        x = F.relu(self.temporal_linear(x))
+        x = F.relu(self.temporal_linear(x), inplace=True)
         return self.norm_out(self.shift_out(x))
 
 
@@ -229,7 +248,7 @@ class ShiftGCNUnit(nn.Module):
         out = self.temporal_conv(self.graph_conv(x))
         if self.has_residual:
             out = out + self.residual(x)
-        return F.relu(out)
+        return F.relu(out, inplace=True)
 
 
 class ShiftGCN(nn.Module):
@@ -296,12 +315,14 @@ class ShiftGCN(nn.Module):
         )  # (N, M*V*C, T)
         x = self.input_norm(x)
         x = x.view(batch, bodies, joints, channels, frames).permute(
-            0, 1, 3, 4, 2
-        )  # (N, M, C, T, V)
-        x = x.reshape(batch * bodies, channels, frames, joints)  # (N*M, C, T, V)
-        x = self.units(x)  # (N*M, C_out, T', V)
-        x = x.view(batch, bodies, *x.shape[1:])  # (N, M, C_out, T', V)
-        return x.mean(1)
+            0, 1, 4, 2, 3
+        )  # (N, M, T, V, C)
+        x = x.reshape(batch * bodies, frames, joints, channels).permute(
+            0, 3, 1, 2
+        )  # (N*M, C, T, V), channels-last
+        x = self.units(x)  # (N*M, C_out, T', V), channels-last
+        x = x.reshape(batch, bodies, *x.shape[1:])  # (N, M, C_out, T', V)
+        return x.mean(1).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         """Skeletons x (N, C, T, V, M) → class logits (N, num_classes) of the stage-1 classifier."""
