@@ -70,6 +70,25 @@ def spatial_shift_index(num_joints: int, channels: int, direction: int) -> Tenso
     return (source_joint * channels + channel).reshape(-1)  # (V*C,)
 
 
+class _ColumnPermutation(torch.autograd.Function):
+    """Columns of x (R, K) reordered by `index`; the gradient reorders back by its inverse
+    (a gather, where `index_select`'s own backward zero-fills and scatters)."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: Tensor, index: Tensor, inverse: Tensor
+    ) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, index)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
+    ) -> tuple[Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return gradient.index_select(1, inverse), None, None
+
+
 class ShiftGraphConv(nn.Module):
     """shift_gcn: shift-in, feature mask, linear C_in→C_out, shift-out, BN, residual, ReLU."""
 
@@ -97,6 +116,13 @@ class ShiftGraphConv(nn.Module):
         self.register_buffer(
             "shift_out_index", spatial_shift_index(num_joints, out_channels, -1), persistent=False
         )
+        # A shift-in permutation's inverse is the shift-out one of the same width, and vice versa.
+        self.register_buffer(
+            "shift_in_inverse", spatial_shift_index(num_joints, in_channels, -1), persistent=False
+        )
+        self.register_buffer(
+            "shift_out_inverse", spatial_shift_index(num_joints, out_channels, +1), persistent=False
+        )
 
     def shifted_linear(self, x: Tensor) -> Tensor:
         """Shift-in, mask, linear, shift-out of x (N, C_in, T, V) → (N·T, V·C_out), before BN.
@@ -106,7 +132,9 @@ class ShiftGraphConv(nn.Module):
         """
         batch, channels, frames, joints = x.shape
         features = x.permute(0, 2, 3, 1).reshape(batch * frames, joints * channels)  # (N*T, V*C_in)
-        features = features.index_select(1, self.shift_in_index)  # (N*T, V*C_in)
+        features = _ColumnPermutation.apply(
+            features, self.shift_in_index, self.shift_in_inverse
+        )  # (N*T, V*C_in)
         features = features.view(batch * frames, joints, channels) * (
             torch.tanh(self.feature_mask) + 1
         )  # (N*T, V, C_in)
@@ -114,7 +142,7 @@ class ShiftGraphConv(nn.Module):
             self.linear_bias, features.view(-1, channels), self.linear_weight
         )  # (N*T*V, C_out)
         features = features.view(batch * frames, joints * self.out_channels)  # (N*T, V*C_out)
-        return features.index_select(1, self.shift_out_index)
+        return _ColumnPermutation.apply(features, self.shift_out_index, self.shift_out_inverse)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C_in, T, V) → (N, C_out, T, V), channels-last."""
@@ -146,6 +174,78 @@ class _ReferenceOffsetGradient(torch.autograd.Function):
         )
 
 
+def _interpolated_read(
+    x: Tensor, first: Tensor, step: int, out_frames: int, fraction: Tensor, second: int
+) -> tuple[Tensor, Tensor]:
+    """Read frames `t·step + first[c]` and `t·step + first[c] + second` of x (N, T, V, C) for
+    t < out_frames (zero outside [0, T)) and blend them with `fraction[c]` of the second.
+
+    Returns the blend (N, T_out, V, C) and the two reads (N, 2, T_out, V, C).
+    """
+    batch, frames, joints, channels = x.shape
+    # One zero frame on each side: padded frame p is frame p - 1, and any frame outside [0, T)
+    # is clamped onto one of the two zero frames.
+    padded = x.new_zeros(batch, frames + 2, joints, channels)  # (N, T+2, V, C)
+    padded[:, 1:-1] = x
+    start = torch.arange(out_frames, device=x.device) * step  # (T_out,)
+    lower = start.view(1, -1, 1) + first.view(1, 1, -1) + 1  # (1, T_out, C), padded frames
+    neighbours = torch.cat((lower, lower + second)).clamp(0, frames + 1)  # (2, T_out, C)
+    joint = torch.arange(joints, device=x.device).view(1, 1, joints, 1)  # (1, 1, V, 1)
+    channel = torch.arange(channels, device=x.device)  # (C,)
+    flat = (neighbours.unsqueeze(2) * joints + joint) * channels + channel  # (2, T_out, V, C)
+    reads = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, 2*T_out*V*C)
+    reads = reads.view(batch, 2, out_frames, joints, channels)  # (N, 2, T_out, V, C)
+    return torch.lerp(reads[:, 0], reads[:, 1], fraction), reads
+
+
+class _TemporalShiftFunction(torch.autograd.Function):
+    """The interpolated shift with a gather-only backward.
+
+    Output t reads (1 - f)·x[t·s + b] + f·x[t·s + b + 1], so input frame u receives
+    (1 - f)·g[(u - b)/s] + f·g[(u - b - 1)/s]: the same two-frame read of the stride-upsampled
+    gradient at offset -b (second neighbour one frame earlier). No zero-filled scatter.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        fraction: Tensor,
+        base: Tensor,
+        stride: int,
+    ) -> Tensor:
+        frames = x.shape[2]
+        out_frames = -(-frames // stride)
+        shifted, reads = _interpolated_read(
+            x.permute(0, 2, 3, 1), base, stride, out_frames, fraction, +1
+        )  # (N, T_out, V, C), (N, 2, T_out, V, C)
+        ctx.save_for_backward(reads, fraction, base)
+        ctx.stride, ctx.frames = stride, frames  # type: ignore[attr-defined]
+        return shifted.permute(0, 3, 1, 2)  # (N, C, T_out, V), channels-last
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        reads, fraction, base = ctx.saved_tensors  # type: ignore[attr-defined]
+        stride, frames = ctx.stride, ctx.frames  # type: ignore[attr-defined]
+        rows = gradient.permute(0, 2, 3, 1)  # (N, T_out, V, C)
+        input_gradient = fraction_gradient = None
+        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
+            fraction_gradient = (rows * (reads[:, 1] - reads[:, 0])).sum((0, 1, 2))  # (C,)
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            if stride > 1:
+                batch, out_frames, joints, channels = rows.shape
+                upsampled = rows.new_zeros(batch, out_frames * stride, joints, channels)
+                upsampled[:, ::stride] = rows  # (N, T_out*stride, V, C)
+                rows = upsampled
+            input_gradient, _ = _interpolated_read(
+                rows.contiguous(), -base, 1, frames, fraction, -1
+            )  # (N, T, V, C)
+            input_gradient = input_gradient.permute(0, 3, 1, 2)  # (N, C, T, V)
+        return input_gradient, fraction_gradient, None, None
+
+
 def temporal_shift(x: Tensor, offsets: Tensor, stride: int = 1) -> Tensor:
     """Shift every channel of x (N, C, T, V) in time by its real-valued offset, zero padded.
 
@@ -153,24 +253,9 @@ def temporal_shift(x: Tensor, offsets: Tensor, stride: int = 1) -> Tensor:
     two neighbouring frames; frames outside [0, T) read zero. Returns (N, C, ceil(T/stride), V)
     in channels-last memory format.
     """
-    batch, channels, frames, joints = x.shape
-    out_frames = -(-frames // stride)
     base = torch.floor(offsets).detach()  # (C,)
     fraction = offsets - base  # (C,), carries the offset gradient
-    # One zero frame on each side: padded frame p is input frame p - 1; any source frame outside
-    # [0, T) is clamped onto one of the two zero frames.
-    padded = x.new_zeros(batch, frames + 2, joints, channels)  # (N, T+2, V, C)
-    padded[:, 1:-1] = x.permute(0, 2, 3, 1)  # (N, T, V, C)
-    start = torch.arange(out_frames, device=x.device) * stride  # (T_out,)
-    lower = start.view(1, -1, 1) + base.long().view(1, 1, -1) + 1  # (1, T_out, C) padded frame
-    neighbours = torch.cat((lower, lower + 1)).clamp(0, frames + 1)  # (2, T_out, C)
-    joint = torch.arange(joints, device=x.device).view(1, 1, joints, 1)  # (1, 1, V, 1)
-    channel = torch.arange(channels, device=x.device)  # (C,)
-    flat = (neighbours.unsqueeze(2) * joints + joint) * channels + channel  # (2, T_out, V, C)
-    read = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, 2*T_out*V*C)
-    read = read.view(batch, 2, out_frames, joints, channels)  # (N, 2, T_out, V, C)
-    shifted = torch.lerp(read[:, 0], read[:, 1], fraction)  # (N, T_out, V, C)
-    return shifted.permute(0, 3, 1, 2)  # (N, C, T_out, V), channels-last
+    return _TemporalShiftFunction.apply(x, fraction, base.long(), stride)
 
 
 class TemporalShift(nn.Module):
