@@ -232,13 +232,26 @@ def main() -> None:
         for seed in range(args.seeds):
             for method in METHODS:
                 runs[method].append(run_method(method, seed, spec, base, prepared, work / "tune"))
+            # Written after every seed, so an interrupted run still leaves its finished seeds.
+            write_report(
+                runs, args, spec, time.perf_counter() - started, final=seed == args.seeds - 1
+            )
     finally:
         ray.shutdown()
-    wall = time.perf_counter() - started
 
+
+def write_report(
+    runs: dict[str, list[list[dict[str, Any]]]],
+    args: argparse.Namespace,
+    spec: SearchSpec,
+    wall: float,
+    final: bool,
+) -> None:
+    """Summaries over the seeds finished so far: JSON, Markdown, the plot; printed when final."""
+    seeds = len(runs["random"])
     curves = {method: [best_so_far(rows) for rows in runs[method]] for method in METHODS}
     per_seed = []
-    for seed in range(args.seeds):
+    for seed in range(seeds):
         target = float(curves["random"][seed][-1])  # random search's final best, this seed
         record: dict[str, Any] = {"seed": seed, "random_best": target}
         for method in METHODS:
@@ -278,14 +291,15 @@ def main() -> None:
         "objective": spec.objective.metric,
         "trials_per_search": args.trials,
         "concurrent_trials": args.concurrent,
-        "seeds": args.seeds,
+        "seeds": seeds,
+        "seeds_planned": args.seeds,
         "asha": {"grace_period": args.grace, "reduction_factor": args.reduction_factor},
         "tpe": "Optuna TPESampler(seed) as in `neuron search` (its first 10 trials are random)",
         "random": "Optuna RandomSampler(seed), scheduler none",
         "wall_seconds": round(wall, 1),
         "summary": summary,
         "tpe_asha_fraction_of_random_trial_epochs_to_random_best": mean_ci(fractions),
-        "tpe_asha_reached_random_best_in_seeds": f"{len(fractions)}/{args.seeds}",
+        "tpe_asha_reached_random_best_in_seeds": f"{len(fractions)}/{seeds}",
         "per_seed": per_seed,
     }
     out = Path(args.out_dir)
@@ -295,7 +309,7 @@ def main() -> None:
     plot(
         curves,
         out / "bench_hpo.png",
-        f"{report['base']}; {args.trials} trials, {args.seeds} seeds; mean, 95 % CI",
+        f"{report['base']}; {args.trials} trials, {seeds} seeds; mean, 95 % CI",
     )
 
     def cell(value: tuple[float, float], digits: int) -> str:
@@ -304,7 +318,7 @@ def main() -> None:
 
     lines = [
         f"{report['base']}, {args.trials} trials per search, {args.concurrent} at a time, "
-        f"{args.seeds} search seeds, objective {spec.objective.metric} (mean ± 95 % CI over seeds)",
+        f"{seeds} search seeds, objective {spec.objective.metric} (mean ± 95 % CI over seeds)",
         "",
         "| method | trial-epochs to random's best | final best validation | total trial-epochs "
         "| winner's unseen-test ZSL top-1 |",
@@ -314,7 +328,7 @@ def main() -> None:
         row = summary[method]
         lines.append(
             f"| {LABELS[method]} | {cell(row['trial_epochs_to_random_best'], 1)} "
-            f"({row['seeds_reaching_random_best']}/{args.seeds} seeds) "
+            f"({row['seeds_reaching_random_best']}/{seeds} seeds) "
             f"| {cell(row['final_best_validation'], 3)} | {cell(row['trial_epochs_total'], 1)} "
             f"| {cell(row['winner_unseen_test_zsl_top1'], 3)} |"
         )
@@ -328,9 +342,10 @@ def main() -> None:
     markdown = "\n".join(lines) + "\n"
     with atomic_path(out / "bench_hpo.md") as temporary:
         temporary.write_text(markdown)
-    print(json.dumps(report, indent=2))
-    print()
-    print(markdown)
+    if final:
+        print(json.dumps(report, indent=2))
+        print()
+        print(markdown)
 
 
 if __name__ == "__main__":
