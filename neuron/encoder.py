@@ -25,10 +25,12 @@ Speed (same numbers as the simple version kept in `tests/neuron/reference_encode
 float rounding; a test checks outputs, gradients and running statistics): every unit works on
 channels-last tensors, so the (N, C, T, V) ↔ (N·T, V·C) reshapes around the spatial shift are free
 views and the 1×1 convolutions run as plain matrix products; the spatial shifts are one
-`index_select` each on the (N·T, V·C) rows (whose gradient is an `index_add`, no scatter); the
-temporal shift pads one zero frame on each side, reads both interpolation neighbours with one
-`index_select` of precomputed flat positions and blends them with one `lerp`, instead of two
-`gather`s with full-size expanded indices, validity masks and three multiplications.
+`index_select` each on the (N·T, V·C) rows, whose gradient is the inverse permutation (a gather,
+not a zero-fill + scatter); the linear is one `addmm`; the temporal shift pads one zero frame on
+each side, reads both interpolation neighbours with one `index_select` of precomputed flat
+positions and blends them with one `lerp` (instead of two `gather`s with full-size expanded
+indices, validity masks and three multiplications), and its backward is the same two-frame read
+of the gradient, again without a scatter.
 """
 
 from __future__ import annotations
