@@ -8,6 +8,13 @@ with the measured ratio next to the FLOP bound computed from the actual config:
 Also stage-1 and stage-2 throughput (samples/s). The encoder path also pays the host-side
 preprocessing (crop, resize) that the cache path skips, so the measured ratio may exceed the bound.
 
+The encoder's training rate is measured on stage-1 steps exactly as `pretrain_encoder` runs them
+(augmenting clip loader, forward, backward, SGD step): `encoder_train_gflops_per_second` counts
+forward + backward as 3 × the forward FLOPs, like `head_train_gflops_per_second` (stage-2 head on
+the cache path). Their ratio says how close the encoder runs to the rate the same process reaches
+on the head. System vs user CPU time (`resource.getrusage`, this process and its loader workers)
+is reported for those stage-1 steps and for `prepare` (stage 1 + feature cache).
+
     .venv/bin/python bench/bench_stage2.py            # reference model sizes, synthetic data
     .venv/bin/python bench/bench_stage2.py --quick    # the quick config (seconds)
 """
@@ -15,7 +22,9 @@ preprocessing (crop, resize) that the cache path skips, so the measured ratio ma
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +32,72 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuron.config import load_config
+from neuron.config import Config, load_config
+from neuron.dataset import open_dataset
 from neuron.device import resolve_device
 from neuron.encoder import encoder_flops
 from neuron.extract import FeatureSource
 from neuron.model import head_flops
-from neuron.prepare import load_side_information_file, prepare
+from neuron.optim import sgd
+from neuron.prepare import dataset_file, load_side_information_file, prepare, split_samples
+from neuron.pretrain import ClipDataset, build_encoder
 from neuron.train import build_head, train_one_epoch
+
+
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process and its waited-for children (loader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+
+
+def stage1_steps(cfg: Config, device: torch.device, steps: int) -> dict[str, float]:
+    """Time `steps` stage-1 training steps (after one warm-up step) as `pretrain_encoder` runs
+    them: the augmenting clip loader, forward, cross-entropy, backward, SGD step."""
+    table = open_dataset(dataset_file(cfg))
+    class_split, samples = split_samples(cfg, table)
+    training = np.asarray(class_split.training)
+    remap = {int(c): i for i, c in enumerate(training)}
+    rows = samples["train"]
+    labels = np.array([remap[int(c)] for c in table.labels[rows]])
+    torch.manual_seed(cfg.run.seed)
+    encoder = build_encoder(cfg, len(training), table.info.num_joints).to(device).train()
+    settings = cfg.pretrain.optimizer
+    optimizer = sgd(encoder.parameter_groups(settings.weight_decay), settings)
+    dataset = ClipDataset(cfg, table, rows, labels, augment=True)
+    dataset.epoch = 1
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.pretrain.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.run.seed),
+        num_workers=cfg.run.num_workers,
+        drop_last=len(dataset) > cfg.pretrain.batch_size,
+    )
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    samples_seen = 0
+    for step in range(steps + 1):
+        if step == 1:  # after the warm-up step
+            user, system = cpu_times()
+            tick = time.perf_counter()
+            samples_seen = 0
+        clips, targets = next(batches)
+        clips, targets = clips.to(device), targets.to(device)
+        loss = torch.nn.functional.cross_entropy(encoder(clips), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        samples_seen += len(targets)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - tick
+    user_end, system_end = cpu_times()
+    return {
+        "seconds": seconds,
+        "samples": samples_seen,
+        "user": user_end - user,
+        "system": system_end - system,
+    }
 
 
 def main() -> None:
@@ -43,6 +111,16 @@ def main() -> None:
         "--cache-dir", default=None, help="reuse a cache directory (default: a temporary one)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="also write the JSON report to this file")
+    parser.add_argument(
+        "--stage1-steps", type=int, default=6, help="timed stage-1 training steps (after a warm-up)"
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="synthetic preset (default: small with --quick, tiny at reference sizes so that the "
+        "one-epoch stage 1 of `prepare` stays short; rates are per sample either way)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="bench-stage2-")
@@ -53,13 +131,16 @@ def main() -> None:
         "pretrain.optimizer.lr_milestones": [],  # one epoch: no schedule
         "train.optimizer.lr_milestones": [],
         "train.augmented_views": 1,
-        "data.synthetic.preset": "small",
+        "data.synthetic.preset": args.preset or ("small" if args.quick else "tiny"),
         "run.threads": args.threads,
     }
     cfg = load_config("quick" if args.quick else None, overrides)
     started = time.perf_counter()
+    user, system = cpu_times()
     prepared = prepare(cfg, progress=False)
     prepare_seconds = time.perf_counter() - started
+    user_end, system_end = cpu_times()
+    prepare_user, prepare_system = user_end - user, system_end - system
 
     device = resolve_device(cfg.run.device)
     side = load_side_information_file(prepared.side_information_path)
@@ -85,6 +166,7 @@ def main() -> None:
             )
             timings.append(time.perf_counter() - tick)
         results[f"{path}_epoch_seconds"] = float(np.median(timings))
+    stage1 = stage1_steps(cfg, device, args.stage1_steps)
 
     frames = cfg.model.encoder.feature_frames(cfg.data.window)
     encoder_forward = encoder_flops(cfg.model.encoder, cfg.data.window, 25, cfg.data.max_bodies)
@@ -98,6 +180,8 @@ def main() -> None:
         side.spatial.shape[2],
     )
     head_train = 3.0 * head_forward  # forward + backward ≈ 3 × forward
+    encoder_train_rate = 3.0 * encoder_forward * stage1["samples"] / stage1["seconds"] / 1e9
+    head_train_rate = head_train * train_samples / results["cache_epoch_seconds"] / 1e9
     report = {
         "config": "quick" if args.quick else "reference sizes",
         "device": str(device),
@@ -117,6 +201,16 @@ def main() -> None:
         "stage2_encoder_samples_per_second": round(
             train_samples / results["encoder_epoch_seconds"], 1
         ),
+        "stage1_samples_per_second": round(stage1["samples"] / stage1["seconds"], 1),
+        "encoder_train_gflops_per_second": round(encoder_train_rate, 2),
+        "head_train_gflops_per_second": round(head_train_rate, 2),
+        "encoder_to_head_gflops_ratio": round(encoder_train_rate / head_train_rate, 3),
+        "stage1_user_seconds": round(stage1["user"], 2),
+        "stage1_system_seconds": round(stage1["system"], 2),
+        "stage1_system_to_user_ratio": round(stage1["system"] / max(stage1["user"], 1e-9), 3),
+        "prepare_user_seconds": round(prepare_user, 2),
+        "prepare_system_seconds": round(prepare_system, 2),
+        "prepare_system_to_user_ratio": round(prepare_system / max(prepare_user, 1e-9), 3),
     }
     print(json.dumps(report, indent=2))
     print()
@@ -124,7 +218,9 @@ def main() -> None:
     print("|---|---|")
     for key, value in report.items():
         print(f"| {key} | {value} |")
-    Path("runs").mkdir(exist_ok=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,17 @@ Where it deliberately differs from the reference:
   channel plan, stride units and temporal kernel come from `EncoderConfig`.
 - The spatial shift indices are non-persistent buffers (the reference stores them as frozen
   parameters in the state dict).
+
+Speed (same numbers as the simple version kept in `tests/neuron/reference_encoder.py`, within
+float rounding; a test checks outputs, gradients and running statistics): every unit works on
+channels-last tensors, so the (N, C, T, V) ↔ (N·T, V·C) reshapes around the spatial shift are free
+views and the 1×1 convolutions run as plain matrix products; the spatial shifts are one
+`index_select` each on the (N·T, V·C) rows, whose gradient is the inverse permutation (a gather,
+not a zero-fill + scatter); the linear is one `addmm`; the temporal shift pads one zero frame on
+each side, reads both interpolation neighbours with one `index_select` of precomputed flat
+positions and blends them with one `lerp` (instead of two `gather`s with full-size expanded
+indices, validity masks and three multiplications), and its backward is the same two-frame read
+of the gradient, again without a scatter.
 """
 
 from __future__ import annotations
@@ -62,6 +73,25 @@ def spatial_shift_index(num_joints: int, channels: int, direction: int) -> Tenso
     return (source_joint * channels + channel).reshape(-1)  # (V*C,)
 
 
+class _ColumnPermutation(torch.autograd.Function):
+    """Columns of x (R, K) reordered by `index`; the gradient reorders back by its inverse
+    (a gather, where `index_select`'s own backward zero-fills and scatters)."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: Tensor, index: Tensor, inverse: Tensor
+    ) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, index)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
+    ) -> tuple[Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return gradient.index_select(1, inverse), None, None
+
+
 class ShiftGraphConv(nn.Module):
     """shift_gcn: shift-in, feature mask, linear C_in→C_out, shift-out, BN, residual, ReLU."""
 
@@ -92,28 +122,42 @@ class ShiftGraphConv(nn.Module):
         self.register_buffer(
             "shift_out_index", spatial_shift_index(num_joints, out_channels, -1), persistent=False
         )
+        # A shift-in permutation's inverse is the shift-out one of the same width, and vice versa.
+        self.register_buffer(
+            "shift_in_inverse", spatial_shift_index(num_joints, in_channels, -1), persistent=False
+        )
+        self.register_buffer(
+            "shift_out_inverse", spatial_shift_index(num_joints, out_channels, +1), persistent=False
+        )
 
     def shifted_linear(self, x: Tensor) -> Tensor:
-        """Shift-in, mask, linear, shift-out of x (N, C_in, T, V) → (N·T, V·C_out), before BN."""
+        """Shift-in, mask, linear, shift-out of x (N, C_in, T, V) → (N·T, V·C_out), before BN.
+
+        x may have any memory layout; channels-last (what the units pass) makes the first
+        reshape a view.
+        """
         batch, channels, frames, joints = x.shape
         features = x.permute(0, 2, 3, 1).reshape(batch * frames, joints * channels)  # (N*T, V*C_in)
-        features = features.index_select(1, self.shift_in_index)
-        features = features.view(batch * frames, joints, channels)  # (N*T, V, C_in)
-        features = features * (torch.tanh(self.feature_mask) + 1)
-        features = (
-            torch.einsum("bvc,cd->bvd", features, self.linear_weight) + self.linear_bias
-        )  # (N*T, V, C_out)
-        features = features.reshape(batch * frames, joints * self.out_channels)  # (N*T, V*C_out)
-        return features.index_select(1, self.shift_out_index)
+        features = _ColumnPermutation.apply(
+            features, self.shift_in_index, self.shift_in_inverse
+        )  # (N*T, V*C_in)
+        features = features.view(batch * frames, joints, channels) * (
+            torch.tanh(self.feature_mask) + 1
+        )  # (N*T, V, C_in)
+        features = torch.addmm(
+            self.linear_bias, features.view(-1, channels), self.linear_weight
+        )  # (N*T*V, C_out)
+        features = features.view(batch * frames, joints * self.out_channels)  # (N*T, V*C_out)
+        return _ColumnPermutation.apply(features, self.shift_out_index, self.shift_out_inverse)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (N, C_in, T, V) → (N, C_out, T, V)."""
+        """x (N, C_in, T, V) → (N, C_out, T, V), channels-last."""
         batch, _, frames, joints = x.shape
         features = self.norm(self.shifted_linear(x))  # (N*T, V*C_out)
         features = features.view(batch, frames, joints, self.out_channels).permute(
             0, 3, 1, 2
-        )  # (N, C_out, T, V)
-        return F.relu(features + self.down(x))
+        )  # (N, C_out, T, V), a channels-last view
+        return F.relu(features + self.down(x), inplace=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,26 +180,88 @@ class _ReferenceOffsetGradient(torch.autograd.Function):
         )
 
 
+def _interpolated_read(
+    x: Tensor, first: Tensor, step: int, out_frames: int, fraction: Tensor, second: int
+) -> tuple[Tensor, Tensor]:
+    """Read frames `t·step + first[c]` and `t·step + first[c] + second` of x (N, T, V, C) for
+    t < out_frames (zero outside [0, T)) and blend them with `fraction[c]` of the second.
+
+    Returns the blend (N, T_out, V, C) and the two reads (N, 2, T_out, V, C).
+    """
+    batch, frames, joints, channels = x.shape
+    # One zero frame on each side: padded frame p is frame p - 1, and any frame outside [0, T)
+    # is clamped onto one of the two zero frames.
+    padded = x.new_zeros(batch, frames + 2, joints, channels)  # (N, T+2, V, C)
+    padded[:, 1:-1] = x
+    start = torch.arange(out_frames, device=x.device) * step  # (T_out,)
+    lower = start.view(1, -1, 1) + first.view(1, 1, -1) + 1  # (1, T_out, C), padded frames
+    neighbours = torch.cat((lower, lower + second)).clamp(0, frames + 1)  # (2, T_out, C)
+    joint = torch.arange(joints, device=x.device).view(1, 1, joints, 1)  # (1, 1, V, 1)
+    channel = torch.arange(channels, device=x.device)  # (C,)
+    flat = (neighbours.unsqueeze(2) * joints + joint) * channels + channel  # (2, T_out, V, C)
+    reads = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, 2*T_out*V*C)
+    reads = reads.view(batch, 2, out_frames, joints, channels)  # (N, 2, T_out, V, C)
+    return torch.lerp(reads[:, 0], reads[:, 1], fraction), reads
+
+
+class _TemporalShiftFunction(torch.autograd.Function):
+    """The interpolated shift with a gather-only backward.
+
+    Output t reads (1 - f)·x[t·s + b] + f·x[t·s + b + 1], so input frame u receives
+    (1 - f)·g[(u - b)/s] + f·g[(u - b - 1)/s]: the same two-frame read of the stride-upsampled
+    gradient at offset -b (second neighbour one frame earlier). No zero-filled scatter.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        fraction: Tensor,
+        base: Tensor,
+        stride: int,
+    ) -> Tensor:
+        frames = x.shape[2]
+        out_frames = -(-frames // stride)
+        shifted, reads = _interpolated_read(
+            x.permute(0, 2, 3, 1), base, stride, out_frames, fraction, +1
+        )  # (N, T_out, V, C), (N, 2, T_out, V, C)
+        ctx.save_for_backward(reads, fraction, base)
+        ctx.stride, ctx.frames = stride, frames  # type: ignore[attr-defined]
+        return shifted.permute(0, 3, 1, 2)  # (N, C, T_out, V), channels-last
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        reads, fraction, base = ctx.saved_tensors  # type: ignore[attr-defined]
+        stride, frames = ctx.stride, ctx.frames  # type: ignore[attr-defined]
+        rows = gradient.permute(0, 2, 3, 1)  # (N, T_out, V, C)
+        input_gradient = fraction_gradient = None
+        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
+            fraction_gradient = (rows * (reads[:, 1] - reads[:, 0])).sum((0, 1, 2))  # (C,)
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            if stride > 1:
+                batch, out_frames, joints, channels = rows.shape
+                upsampled = rows.new_zeros(batch, out_frames * stride, joints, channels)
+                upsampled[:, ::stride] = rows  # (N, T_out*stride, V, C)
+                rows = upsampled
+            input_gradient, _ = _interpolated_read(
+                rows.contiguous(), -base, 1, frames, fraction, -1
+            )  # (N, T, V, C)
+            input_gradient = input_gradient.permute(0, 3, 1, 2)  # (N, C, T, V)
+        return input_gradient, fraction_gradient, None, None
+
+
 def temporal_shift(x: Tensor, offsets: Tensor, stride: int = 1) -> Tensor:
     """Shift every channel of x (N, C, T, V) in time by its real-valued offset, zero padded.
 
     Output frame t of channel c is x[c, t·stride + offsets[c]], linearly interpolated between the
-    two neighbouring frames; frames outside [0, T) read zero. Returns (N, C, ceil(T/stride), V).
+    two neighbouring frames; frames outside [0, T) read zero. Returns (N, C, ceil(T/stride), V)
+    in channels-last memory format.
     """
-    batch, channels, frames, joints = x.shape
-    out_frames = -(-frames // stride)
     base = torch.floor(offsets).detach()  # (C,)
-    fraction = (offsets - base).view(1, channels, 1, 1)  # (1, C, 1, 1), carries the offset gradient
-    start = torch.arange(out_frames, device=x.device) * stride  # (T_out,)
-    lower = start.unsqueeze(0) + base.long().unsqueeze(1)  # (C, T_out)
-
-    def read(index: Tensor) -> Tensor:
-        valid = ((index >= 0) & (index < frames)).to(x.dtype)  # (C, T_out)
-        gather_index = index.clamp(0, frames - 1).view(1, channels, out_frames, 1)
-        gather_index = gather_index.expand(batch, channels, out_frames, joints)  # (N, C, T_out, V)
-        return x.gather(2, gather_index) * valid.view(1, channels, out_frames, 1)
-
-    return read(lower) * (1 - fraction) + read(lower + 1) * fraction
+    fraction = offsets - base  # (C,), carries the offset gradient
+    return _TemporalShiftFunction.apply(x, fraction, base.long(), stride)
 
 
 class TemporalShift(nn.Module):
@@ -195,7 +301,7 @@ class ShiftTemporalConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (N, C_in, T, V) → (N, C_out, ceil(T/stride), V)."""
         x = self.shift_in(self.norm_in(x))
-        x = F.relu(self.temporal_linear(x))
+        x = F.relu(self.temporal_linear(x), inplace=True)
         return self.norm_out(self.shift_out(x))
 
 
@@ -233,7 +339,7 @@ class ShiftGCNUnit(nn.Module):
         out = self.temporal_conv(self.graph_conv(x))
         if self.has_residual:
             out = out + self.residual(x)
-        return F.relu(out)
+        return F.relu(out, inplace=True)
 
 
 class ShiftGCN(nn.Module):
@@ -300,12 +406,14 @@ class ShiftGCN(nn.Module):
         )  # (N, M*V*C, T)
         x = self.input_norm(x)
         x = x.view(batch, bodies, joints, channels, frames).permute(
-            0, 1, 3, 4, 2
-        )  # (N, M, C, T, V)
-        x = x.reshape(batch * bodies, channels, frames, joints)  # (N*M, C, T, V)
-        x = self.units(x)  # (N*M, C_out, T', V)
-        x = x.view(batch, bodies, *x.shape[1:])  # (N, M, C_out, T', V)
-        return x.mean(1)
+            0, 1, 4, 2, 3
+        )  # (N, M, T, V, C)
+        x = x.reshape(batch * bodies, frames, joints, channels).permute(
+            0, 3, 1, 2
+        )  # (N*M, C, T, V), channels-last
+        x = self.units(x)  # (N*M, C_out, T', V), channels-last
+        x = x.reshape(batch, bodies, *x.shape[1:])  # (N, M, C_out, T', V)
+        return x.mean(1).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         """Skeletons x (N, C, T, V, M) → class logits (N, num_classes) of the stage-1 classifier."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from neuron import encoder as encoder_module
 from neuron.config import EncoderConfig
 from neuron.encoder import (
     OFFSET_GRADIENT_STEP,
@@ -17,6 +18,7 @@ from neuron.encoder import (
     spatial_shift_index,
     temporal_shift,
 )
+from tests.neuron import reference_encoder
 
 TINY = EncoderConfig(channels=(8, 8, 16), stride_units=(1,))
 JOINTS = 25
@@ -194,3 +196,91 @@ def test_encoder_flops_match_hand_count_and_flop_counter() -> None:
 def test_reference_encoder_flops() -> None:
     flops = encoder_flops(EncoderConfig(), window=64, num_joints=25, max_bodies=2)
     assert flops == pytest.approx(1.523e9, rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# The fast encoder equals the simple reference implementation
+
+
+class _TrueOffsetGradient:
+    """Stands in for the offsets' sign-rule gradient: the offsets themselves."""
+
+    @staticmethod
+    def apply(offsets: torch.Tensor) -> torch.Tensor:
+        return offsets
+
+
+def reference_copy(encoder: ShiftGCN, cfg: EncoderConfig) -> reference_encoder.ShiftGCN:
+    """The reference implementation with the same weights (same state-dict layout)."""
+    reference = reference_encoder.ShiftGCN(
+        cfg, num_classes=encoder.num_classes, num_joints=encoder.num_joints
+    )
+    reference.load_state_dict(encoder.state_dict())
+    return reference
+
+
+@pytest.mark.parametrize("window", [16, 15])
+@pytest.mark.parametrize("training", [True, False])
+def test_fast_encoder_equals_reference_outputs_gradients_and_statistics(
+    window: int, training: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Offsets spread over several frames so that both interpolation neighbours, the zero padding
+    # and the strided shift are exercised; a temporal kernel of 3 as well.
+    # The offsets' sign rule (tested above) flips on rounding noise where the true gradient is
+    # near zero, so both implementations compare the true offset gradients here.
+    for module in (encoder_module, reference_encoder):
+        monkeypatch.setattr(module, "_ReferenceOffsetGradient", _TrueOffsetGradient)
+    cfg = EncoderConfig(channels=(8, 16, 16), stride_units=(1,), temporal_kernel=3)
+    torch.manual_seed(5)
+    encoder = ShiftGCN(cfg, num_classes=CLASSES, num_joints=JOINTS)
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, TemporalShift):
+                module.offsets.uniform_(-3.5, 3.5)
+            if isinstance(module, ShiftGraphConv):
+                module.feature_mask.normal_(0.0, 0.5)
+    reference = reference_copy(encoder, cfg)
+    encoder.train(training)
+    reference.train(training)
+    x = skeletons(batch=4, window=window)
+    fast_input, reference_input = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = torch.randn(4, CLASSES)
+    fast_features, fast_logits = encoder.features(fast_input), encoder(fast_input)
+    reference_features = reference.features(reference_input)
+    reference_logits = reference(reference_input)
+    torch.testing.assert_close(fast_features, reference_features, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast_logits, reference_logits, rtol=1e-4, atol=1e-5)
+    (fast_logits * weights).sum().backward()
+    (reference_logits * weights).sum().backward()
+    torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-4, atol=1e-5)
+    fast_parameters = dict(encoder.named_parameters())
+    for name, parameter in reference.named_parameters():
+        assert parameter.grad is not None, name
+        torch.testing.assert_close(
+            fast_parameters[name].grad, parameter.grad, rtol=1e-4, atol=1e-5, msg=name
+        )
+    fast_state = encoder.state_dict()
+    assert list(fast_state) == list(reference.state_dict())
+    for name, value in reference.state_dict().items():  # running statistics
+        torch.testing.assert_close(fast_state[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("frames", [9, 10])
+def test_fast_temporal_shift_equals_reference(stride: int, frames: int) -> None:
+    generator = torch.Generator().manual_seed(stride * 10 + frames)
+    x = torch.randn(2, 6, frames, 4, generator=generator)
+    offsets = torch.tensor([-12.3, -2.5, -0.25, 0.0, 1.75, 11.0])  # some read only zero frames
+    fast_input, reference_input = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast_offsets, reference_offsets = (
+        offsets.clone().requires_grad_(),
+        offsets.clone().requires_grad_(),
+    )
+    fast = temporal_shift(fast_input, fast_offsets, stride)
+    reference = reference_encoder.temporal_shift(reference_input, reference_offsets, stride)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    weights = torch.randn(reference.shape, generator=generator)
+    (fast * weights).sum().backward()
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_offsets.grad, reference_offsets.grad, rtol=1e-4, atol=1e-5)
