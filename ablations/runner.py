@@ -41,9 +41,9 @@ from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.runner import trial_dirname
-from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
+from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri
 from search.trainable import run_trial
 
 

@@ -55,11 +55,10 @@ def timed_epochs(
 ) -> float:
     """Seconds per stage-2 training epoch (after a warm-up epoch)."""
     source = FeatureSource(cfg, prepared, device)
-from neuron.config import Config, load_config
-from neuron.extract import FeatureSource
-from neuron.model import head_flops
-from neuron.prepare import Prepared, load_side_information_file, prepare
-from neuron.train import build_head, fit, train_one_epoch
+    head = build_head(cfg, source.table, text_dim).to(device)
+    optimizer = torch.optim.SGD(
+        head.parameters(), lr=cfg.train.optimizer.lr, momentum=0.9, nesterov=True
+    )
     train_one_epoch(
         cfg, head, source, text, prepared.class_split.training, optimizer, epoch=1
     )  # warm-up
@@ -119,11 +118,19 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-from neuron.config import Config, load_config
-from neuron.extract import FeatureSource
-from neuron.model import head_flops
-from neuron.prepare import Prepared, load_side_information_file, prepare
-from neuron.train import build_head, fit, train_one_epoch
+    overrides = {
+        "data.synthetic.preset": "tiny" if args.dry_run else args.preset,
+        "run.cache_dir": tempfile.mkdtemp(prefix="bench-gpu-"),
+        "run.device": str(device),
+        "pretrain.epochs": 1,
+        "train.epochs": 1,
+        "pretrain.optimizer.lr_milestones": [],  # one epoch: no schedule
+        "train.optimizer.lr_milestones": [],
+        "train.augmented_views": 1,
+        "train.batch_size": args.batch_size,
+    }
+    cfg = load_config("tiny" if args.dry_run else None, overrides)
+    prepared = prepare(cfg, progress=not args.dry_run)
     side = load_side_information_file(prepared.side_information_path)
     text = (side.spatial.to(device), side.temporal.to(device))
     reference = cfg.replace({"train.path": "encoder", "run.bf16": False})

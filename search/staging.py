@@ -41,10 +41,10 @@ import pyarrow.fs as pafs
 import ray
 
 from neuron.atomic import atomic_path
-from neuron.config import Config, config_from_plain, to_plain
-from neuron.splits import ClassSplit
 from neuron.cache import file_fingerprint, file_lock, stable_hash
+from neuron.config import Config, config_from_plain, to_plain
 from neuron.prepare import Prepared, prepare
+from neuron.splits import ClassSplit
 from search.spec import PrepareSpec
 
 MANIFEST = "manifest.json"
