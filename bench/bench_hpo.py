@@ -104,7 +104,8 @@ def run_method(
     )
     results = tuner.fit()
     rows = []
-    for result in results:
+    for index in range(len(results)):
+        result = results[index]
         if result.metrics_dataframe is None:
             continue
         frame = result.metrics_dataframe
@@ -269,12 +270,12 @@ def write_report(
 
     summary: dict[str, Any] = {}
     for method in METHODS:
-        reached = [r[method]["trial_epochs_to_random_best"] for r in per_seed]
+        reached_at = [r[method]["trial_epochs_to_random_best"] for r in per_seed]
         summary[method] = {
             "trial_epochs_to_random_best": mean_ci(
-                [float("nan") if v is None else float(v) for v in reached]
+                [float("nan") if v is None else float(v) for v in reached_at]
             ),
-            "seeds_reaching_random_best": sum(v is not None for v in reached),
+            "seeds_reaching_random_best": sum(v is not None for v in reached_at),
             "trial_epochs_total": mean_ci([r[method]["trial_epochs_total"] for r in per_seed]),
             "final_best_validation": mean_ci(
                 [r[method]["final_best_validation"] for r in per_seed]

@@ -85,7 +85,7 @@ class _ColumnPermutation(torch.autograd.Function):
         return x.index_select(1, index)
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
     ) -> tuple[Tensor, None, None]:
         (inverse,) = ctx.saved_tensors  # type: ignore[attr-defined]
@@ -230,7 +230,7 @@ class _TemporalShiftFunction(torch.autograd.Function):
         return shifted.permute(0, 3, 1, 2)  # (N, C, T_out, V), channels-last
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
     ) -> tuple[Tensor | None, Tensor | None, None, None]:
         reads, fraction, base = ctx.saved_tensors  # type: ignore[attr-defined]

@@ -157,7 +157,7 @@ class NeuronOptunaSearch(OptunaSearch):
             elif "status" in trial.user_attrs and not trial.user_attrs["status"].startswith("lost"):
                 finished_elsewhere += 1
         if len(known) + finished_elsewhere >= self._num_trials:
-            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel
+            return Searcher.FINISHED  # Tune's own sentinel
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -125,6 +125,6 @@ def dataset_summary(path: str | Path) -> dict[str, Any]:
                 "joints": table.joints,
                 "frames": table.frames,
             }
-    table = SkeletonTable(path, validate=False)
-    problems = [problem.describe() for problem in table.problems]
-    return {"kind": "skeletons", **table.summary(), "problems": problems or "none"}
+    skeletons = SkeletonTable(path, validate=False)
+    problems = [problem.describe() for problem in skeletons.problems]
+    return {"kind": "skeletons", **skeletons.summary(), "problems": problems or "none"}

@@ -31,6 +31,9 @@ def _conv_init(conv: nn.Conv2d) -> None:
 class ShiftGraphConv(nn.Module):
     """shift_gcn: shift-in, feature mask, linear C_in→C_out, shift-out, BN, residual, ReLU."""
 
+    shift_in_index: Tensor
+    shift_out_index: Tensor
+
     def __init__(self, in_channels: int, out_channels: int, num_joints: int) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -46,7 +49,7 @@ class ShiftGraphConv(nn.Module):
             self.down: nn.Module = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels)
             )
-            _conv_init(self.down[0])
+            _conv_init(self.down[0])  # type: ignore[arg-type]  # the Conv2d of the Sequential
         else:
             self.down = nn.Identity()
         self.register_buffer(

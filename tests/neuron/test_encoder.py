@@ -228,8 +228,8 @@ def test_fast_encoder_equals_reference_outputs_gradients_and_statistics(
     # and the strided shift are exercised; a temporal kernel of 3 as well.
     # The offsets' sign rule (tested above) flips on rounding noise where the true gradient is
     # near zero, so both implementations compare the true offset gradients here.
-    for module in (encoder_module, reference_encoder):
-        monkeypatch.setattr(module, "_ReferenceOffsetGradient", _TrueOffsetGradient)
+    for implementation in (encoder_module, reference_encoder):
+        monkeypatch.setattr(implementation, "_ReferenceOffsetGradient", _TrueOffsetGradient)
     cfg = EncoderConfig(channels=(8, 16, 16), stride_units=(1,), temporal_kernel=3)
     torch.manual_seed(5)
     encoder = ShiftGCN(cfg, num_classes=CLASSES, num_joints=JOINTS)
