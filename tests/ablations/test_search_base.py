@@ -15,7 +15,7 @@ def finished_search(ablation_store):
     """A search study run in MLflow as `neuron search` leaves it: its best trial's run holds the
     resolved config (config.yaml), the study run names it (neuron.best_run_id)."""
     tracker = MlflowTracker(ablation_store, "neuron-search")
-    best = load_config("tiny", {"model.hidden": 24, "train.lr": 0.07})
+    best = load_config("tiny", {"model.hidden": 24, "train.optimizer.lr": 0.07})
     trial, _ = tracker.ensure_run(
         {"neuron.search": "winner", "neuron.trial_id": "t1"},
         "synthetic_default/t1",
@@ -47,7 +47,7 @@ def test_base_from_a_finished_search(tmp_path, ablation_store, finished_search, 
     reference = finished_search.get(reference, reference)
     plan = plan_study(spec_for(tmp_path, ablation_store, reference))
     config = plan.config(plan.cells[0])
-    assert (config.model.hidden, config.train.lr) == (24, 0.07)
+    assert (config.model.hidden, config.train.optimizer.lr) == (24, 0.07)
     assert config.train.epochs == 1  # base.overrides apply on top of the search's config
     assert finished_search["trial"] in plan.base_source
 

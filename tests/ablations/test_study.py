@@ -46,7 +46,7 @@ def study(work, ablation_store):
         TINY,
         [
             *overrides(work, ablation_store),
-            "variants.diverges={train.lr: 1.0e12}",
+            "variants.diverges={train.optimizer.lr: 1.0e12}",
             "max_failures=0",
         ],
     )

@@ -127,7 +127,7 @@ def submitted(tmp_path_factory):
             "num_trials=3",
             "max_concurrent_trials=2",
             "scheduler.name=none",
-            "space.epochs=3",
+            "space.train.epochs=3",
             "prepare.where=worker",
             f"prepare.shared_cache={stage1}",
             "prepare.cpu=1",
