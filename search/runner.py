@@ -441,6 +441,9 @@ def _run_study(search: _Search, split: str) -> StudyResult:
         output_dir=str(search.output / split),
         settings=_settings(spec),
         time_budget_s=spec.time_budget_s,
+        text_provenance={
+            key: described[key] for key in ("text_encoder", "text_dim", "text_embedding_sha256")
+        },
     )
     search.begin()
     study_run_id = search.tracker.start_study(study, search.search_run_id)
