@@ -164,14 +164,21 @@ def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> 
         ("GZSL unseen", "gzsl_unseen"),
         ("GZSL harmonic mean", "gzsl_h"),
     ]
-    lines = [f"{'metric':<22}{'validation':>12}{'test':>10}", "-" * 44]
+    prefixes, widths = ["val", "test"], [12, 10]
+    header = f"{'metric':<22}{'validation':>12}{'test':>10}"
+    if any(k.startswith("refit/test/") for k in metrics):
+        # Stage 2 retrained on all seen classes for the selected epochs (eval.refit).
+        prefixes.append("refit/test")
+        widths.append(12)
+        header += f"{'refit test':>12}"
+    lines = [header, "-" * len(header)]
     for label, key in rows:
-        values = [metrics.get(f"{prefix}/{key}") for prefix in ("val", "test")]
+        values = [metrics.get(f"{prefix}/{key}") for prefix in prefixes]
         if all(v is None for v in values):
             continue
         cells = "".join(
             f"{'-' if v is None else f'{100 * v:.1f}':>{w}}"
-            for v, w in zip(values, (12, 10), strict=True)
+            for v, w in zip(values, widths, strict=True)
         )
         lines.append(f"{label:<22}{cells}")
     if "chance/zsl" in metrics:
@@ -180,7 +187,11 @@ def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> 
     if parity:
         lines.append("paper_parity (the reference's optimistic protocol; not used for selection):")
         lines += [
-            f"  {k}: {v:.2e}" if "gamma" in k else f"  {k}: {100 * v:.1f}"
+            f"  {k}: {v:.2e}"
+            if "gamma" in k
+            else f"  {k}: {int(v)}"
+            if k.endswith(("/epoch", "_classes"))
+            else f"  {k}: {100 * v:.1f}"
             for k, v in sorted(parity.items())
         ]
     lines.append(f"best epoch (chosen on validation): {int(metrics.get('best_epoch', 0))}")

@@ -2,9 +2,11 @@
 
 The frozen stage-1 encoder (neuron.pretrain) turns every clip of the split into two pooled
 feature views that are written once per node into a feature cache (the file format lives in
-neuron.features, which the importers also write). `FeatureSource` hands stage 2 batches of
-those features: from the memory-mapped cache, a copy of it on the GPU, or (`train.path:
-encoder`) straight from the encoder on the same inputs.
+neuron.features, which the importers also write): one clean view of every clip and
+`train.augmented_views` augmented views (random crop and rotation) of every training clip.
+`FeatureSource` hands stage 2 batches of those features: from the memory-mapped cache, a copy
+of it on the GPU, or (`train.path: encoder`) straight from the encoder, where every training
+epoch draws fresh augmentations.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ SUBSETS = ("train", "val_seen", "val_unseen", "test_seen", "test_unseen")
 EXTRACTION_BATCH_SIZE = 256
 """Clips per frozen-encoder forward pass while building the cache. The encoder runs in eval
 mode, so this changes memory and speed only, never the features."""
+
+FRESH_VIEW_BASE = 1_000_000
+"""View ids `FRESH_VIEW_BASE + epoch` seed the fresh stage-2 augmentations of `train.path:
+encoder`; they never collide with cached views (1..K) or stage 1's (1000 + epoch)."""
 
 
 def feature_views(cfg: Config) -> dict[str, tuple[int, ...]]:
@@ -158,6 +164,24 @@ class FeatureSource:
             self.encoder = load_encoder(
                 cfg, prepared.encoder_checkpoint, self.skeletons.info.num_joints, device
             )
+
+    def training_features(
+        self, indices: np.ndarray, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of training rows `indices` in `epoch`. From the cache: the cached views as
+        they are. Through the encoder: a fresh random crop and rotation of each row's clip,
+        seeded by (run.seed, epoch, row); with `train.encoder_batchnorm: train` the encoder's
+        BatchNorm normalises with the batch's statistics and updates its running statistics."""
+        if self.encoder is None:
+            return self.features(indices)
+        rows = self.table.rows[indices]
+        views = np.full(len(rows), FRESH_VIEW_BASE + epoch, dtype=np.int64)
+        if self.cfg.train.encoder_batchnorm == "train":
+            self.encoder.train()
+        try:
+            return encode_features(self.cfg, self.encoder, self.skeletons, rows, views, self.device)
+        finally:
+            self.encoder.eval()
 
     def features(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of cache rows `indices`: joint (B, C, V), frame (B, C, T') on the device."""

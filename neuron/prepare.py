@@ -4,15 +4,23 @@ side information, the stage-1 encoder and the feature cache.
 `prepare(cfg)` builds each into `run.cache_dir` under a file lock, keyed by a hash of everything
 it depends on (neuron.cache); later calls and other trials reuse them. It returns `Prepared`,
 the paths stage 2 (neuron.train.fit) reads.
+
+`prepare_all_seen(cfg, prepared)` builds the same for the all-seen-classes variant that
+`eval.refit` and `eval.paper_parity` train on: no validation classes, no held-out samples. Its
+class split and sample sets differ, so its feature cache (and, with `eval.refit_encoder`, its
+encoder) get keys of their own and live next to the honest ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from neuron.cache import build_once, stable_hash
 from neuron.config import Config
@@ -38,11 +46,24 @@ class Prepared:
     encoder_checkpoint: Path
     feature_cache_path: Path
     cache_key: str
+    text_encoder: str = ""
+    """The text encoder that produced the side-information embeddings (not the configured
+    `text_model` when the official precomputed tensors are read)."""
+    text_dim: int = 0
+    """Embedding dimension D of the side information."""
+    text_embedding_sha256: str = ""
+    """SHA-256 of the spatial and temporal embedding tensors' bytes (float32, C order)."""
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    """The training augmentation this run's features were made with (`augmentation_settings`)."""
 
     def describe(self) -> dict[str, Any]:
-        """Dataset, split and class lists (for metrics files and tracking tags)."""
+        """Dataset, split, class lists and provenance (for metrics files and tracking tags)."""
         names = self.class_names
         return {
+            "text_encoder": self.text_encoder,
+            "text_dim": self.text_dim,
+            "text_embedding_sha256": self.text_embedding_sha256,
+            "augmentation": dict(self.augmentation),
             "dataset": self.dataset_name,
             "split": self.split,
             "training_classes": list(self.class_split.training),
@@ -76,22 +97,51 @@ def dataset_file(cfg: Config, progress: bool = False) -> Path:
     return path
 
 
-def split_samples(cfg: Config, table: SkeletonTable) -> tuple[ClassSplit, dict[str, np.ndarray]]:
+def split_samples(
+    cfg: Config, table: SkeletonTable, all_seen: bool = False
+) -> tuple[ClassSplit, dict[str, np.ndarray]]:
+    """Class roles and sample sets. `all_seen`: every seen class trains and no sample is held
+    out (the refit and reference protocols; the validation sets are then empty)."""
     class_split = make_class_split(
         cfg.data.split,
         table.num_classes,
         unseen_classes=cfg.data.unseen_classes,
-        validation_classes=cfg.data.validation_classes,
+        validation_classes=0 if all_seen else cfg.data.validation_classes,
         validation_seed=cfg.data.validation_seed,
     )
     samples = partition_samples(
         table.labels,
         table.partition,
         class_split,
-        heldout_fraction=cfg.data.heldout_fraction,
+        heldout_fraction=0.0 if all_seen else cfg.data.heldout_fraction,
         seed=cfg.data.validation_seed,
     )
     return class_split, samples
+
+
+def augmentation_settings(cfg: Config) -> dict[str, Any]:
+    """The training augmentation of a run, as logged with it."""
+    return {
+        "rotation_degrees": cfg.data.rotation_degrees,
+        "crop_min_ratio": cfg.data.crop_min_ratio,
+        "window": cfg.data.window,
+        "train_path": cfg.train.path,
+        "augmented_views": cfg.train.augmented_views,
+        "encoder_batchnorm": cfg.train.encoder_batchnorm,
+        "test_time_augmentation": "paper_parity only" if cfg.eval.paper_parity else "none",
+    }
+
+
+def text_provenance(side: SideInformation) -> dict[str, Any]:
+    """The encoder that actually produced the embeddings, their dimension and a hash of them."""
+    digest = hashlib.sha256()
+    for tensor in (side.spatial, side.temporal):
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return {
+        "text_encoder": side.text_model,
+        "text_dim": side.dim,
+        "text_embedding_sha256": digest.hexdigest(),
+    }
 
 
 def side_information_file(cfg: Config, table: SkeletonTable, progress: bool = False) -> Path:
@@ -148,26 +198,15 @@ def load_side_information_file(path: Path) -> SideInformation:
     )
 
 
-def prepare(cfg: Config, progress: bool = True) -> Prepared:
-    """Build or reuse the dataset, side information, stage-1 encoder and feature cache."""
-    apply_threads(cfg.run.threads)
-    cache = Path(cfg.run.cache_dir)
-    path = dataset_file(cfg, progress)
-    table = open_dataset(path)
-    class_split, samples = split_samples(cfg, table)
-    side_path = side_information_file(cfg, table, progress)
-    key = encoder_key(cfg, path, class_split)
-    encoder_dir = cache / "encoders" / key
-    encoder_path = encoder_dir / "encoder.pt"
-    build_once(
-        encoder_path,
-        encoder_dir.with_suffix(".lock"),
-        lambda: pretrain_encoder(cfg, table, class_split, samples, encoder_dir, progress),
-        f"stage 1: training the encoder on {len(class_split.training)} classes → {encoder_dir}",
-        progress,
-    )
+def _features(
+    cfg: Config,
+    table: SkeletonTable,
+    samples: dict[str, np.ndarray],
+    encoder_path: Path,
+    progress: bool,
+) -> tuple[Path, str]:
     features_key = feature_cache_key(cfg, encoder_path, samples)
-    features_path = cache / "features" / f"{features_key}.arrow"
+    features_path = Path(cfg.run.cache_dir) / "features" / f"{features_key}.arrow"
     build_once(
         features_path,
         features_path.with_suffix(".lock"),
@@ -177,6 +216,38 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
         f"extracting the feature cache → {features_path}",
         progress,
     )
+    return features_path, features_key
+
+
+def _encoder(
+    cfg: Config,
+    path: Path,
+    table: SkeletonTable,
+    class_split: ClassSplit,
+    samples: dict[str, np.ndarray],
+    progress: bool,
+) -> Path:
+    encoder_dir = Path(cfg.run.cache_dir) / "encoders" / encoder_key(cfg, path, class_split)
+    encoder_path = encoder_dir / "encoder.pt"
+    build_once(
+        encoder_path,
+        encoder_dir.with_suffix(".lock"),
+        lambda: pretrain_encoder(cfg, table, class_split, samples, encoder_dir, progress),
+        f"stage 1: training the encoder on {len(class_split.training)} classes → {encoder_dir}",
+        progress,
+    )
+    return encoder_path
+
+
+def prepare(cfg: Config, progress: bool = True) -> Prepared:
+    """Build or reuse the dataset, side information, stage-1 encoder and feature cache."""
+    apply_threads(cfg.run.threads)
+    path = dataset_file(cfg, progress)
+    table = open_dataset(path)
+    class_split, samples = split_samples(cfg, table)
+    side_path = side_information_file(cfg, table, progress)
+    encoder_path = _encoder(cfg, path, table, class_split, samples, progress)
+    features_path, features_key = _features(cfg, table, samples, encoder_path, progress)
     return Prepared(
         dataset_path=path,
         dataset_name=table.info.dataset,
@@ -184,6 +255,42 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
         class_names=table.class_names,
         class_split=class_split,
         side_information_path=side_path,
+        encoder_checkpoint=encoder_path,
+        feature_cache_path=features_path,
+        cache_key=features_key,
+        augmentation=augmentation_settings(cfg),
+        **text_provenance(load_side_information_file(side_path)),
+    )
+
+
+def prepare_all_seen(cfg: Config, prepared: Prepared, progress: bool = True) -> Prepared:
+    """The all-seen-classes variant of `prepared` (eval.refit, eval.paper_parity): every seen
+    class and sample trains stage 2, and with `eval.refit_encoder` stage 1 too, for the epoch
+    count that stage 1 selected on the honest split."""
+    table = open_dataset(prepared.dataset_path)
+    class_split, samples = split_samples(cfg, table, all_seen=True)
+    encoder_path = prepared.encoder_checkpoint
+    if cfg.eval.refit_encoder:
+        saved = load_torch_file(
+            encoder_path,
+            "stage-1 encoder checkpoint",
+            f"delete {encoder_path.parent} (stage 1 is trained again) or point run.cache_dir "
+            "elsewhere",
+        )
+        epochs = max(int(saved["selected_epoch"]), 1)
+        # The first `epochs` epochs of the same schedule (a milestone at or past the last epoch
+        # never lowers a rate that an epoch uses).
+        milestones = [m for m in cfg.pretrain.optimizer.lr_milestones if m < epochs]
+        refit_cfg = cfg.replace(
+            {"pretrain.epochs": epochs, "pretrain.optimizer.lr_milestones": milestones}
+        )
+        encoder_path = _encoder(
+            refit_cfg, prepared.dataset_path, table, class_split, samples, progress
+        )
+    features_path, features_key = _features(cfg, table, samples, encoder_path, progress)
+    return dataclasses.replace(
+        prepared,
+        class_split=class_split,
         encoder_checkpoint=encoder_path,
         feature_cache_path=features_path,
         cache_key=features_key,

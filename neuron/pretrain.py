@@ -124,7 +124,8 @@ def pretrain_encoder(
     out_dir: Path,
     progress: bool = True,
 ) -> Path:
-    """Train the encoder classifier on the training classes; select on held-out seen samples.
+    """Train the encoder classifier on the training classes; select on held-out seen samples
+    (with none held out, keep the last epoch).
 
     Resumable: `last.pt` in `out_dir` holds the state after each epoch. Writes `encoder.pt`
     (the selected weights, the resolved config and the selection record) atomically at the end.
@@ -189,7 +190,9 @@ def pretrain_encoder(
             total += len(labels)
         scheduler.step()
         accuracy = encoder_accuracy(cfg, encoder, table, heldout_rows, heldout_labels, device)
-        if accuracy > best["accuracy"]:
+        # Without held-out samples (the all-seen refit) the last epoch is kept: its epoch count
+        # was selected beforehand on the honest split.
+        if accuracy > best["accuracy"] or len(heldout_rows) == 0:
             best = {
                 "accuracy": accuracy,
                 "epoch": epoch,

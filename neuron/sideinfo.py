@@ -16,7 +16,10 @@ Sources (`SideInformationConfig.source`):
 Temporal rounds are cumulative, as the official `fsp`/`fstp` embeddings: round 2 text q is
 `phase1[q] + " " + phase2[q]`, round 3 adds `" " + phase3[q]`. With `class_names_only` every
 description of every round is the class name (Q = 1): the "class names instead of side
-information" ablation.
+information" ablation. It changes one thing only: the class names go through the same text
+encoder as the full model's descriptions. With the official precomputed tensors that encoder is
+CLIP ViT-L/14@336px, so `text_model` must then be a local copy of it (`CLIP_L14_336`); anything
+else is refused rather than silently swapping encoders.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from neuron.classes import NTU120_SHORT_NAMES
 from neuron.config import SideInformationConfig
 from neuron.rounds import SPATIAL_ROUNDS, TEMPORAL_ROUNDS
 from neuron.synthetic import synthetic_descriptions
-from neuron.text import encode_texts
+from neuron.text import CLIP_MODEL_TYPES, encode_texts, resolve_text_model
 
 OFFICIAL_TENSOR_ROUNDS: dict[str, tuple[str, ...]] = {
     "spatial": ("spatial_cg", "spatial_mg", "spatial_fg"),
@@ -41,6 +44,9 @@ OFFICIAL_TENSOR_ROUNDS: dict[str, tuple[str, ...]] = {
 """Suffixes of the official `.tar` tensors per branch, in step order (temporal is cumulative)."""
 
 OFFICIAL_TEXT_MODEL = "CLIP ViT-L/14@336px (precomputed, official Neuron release)"
+CLIP_L14_336 = "openai/clip-vit-large-patch14-336"
+"""The hub name of the text tower that produced the official tensors."""
+OFFICIAL_DIM = 768
 NTU_DATASETS = ("ntu60", "ntu120")
 MISSING_LISTED = 5
 """How many missing class names an error message lists."""
@@ -296,6 +302,28 @@ def _require_folder(cfg: SideInformationConfig) -> Path:
     return folder
 
 
+def _require_official_encoder(cfg: SideInformationConfig) -> None:
+    """Refuse class names encoded by anything but the official tensors' CLIP text tower."""
+    _, folder = resolve_text_model(cfg.text_model)
+    config_file = folder / "config.json" if folder is not None else None
+    found = "not a local model folder"
+    if config_file is not None and config_file.is_file():
+        config = json.loads(config_file.read_text())
+        projection = config.get("projection_dim")
+        found = f"model_type {config.get('model_type')!r}, projection_dim {projection!r}"
+        if config.get("model_type") in CLIP_MODEL_TYPES and projection == OFFICIAL_DIM:
+            return
+    raise SideInformationError(
+        f"data.side_information.class_names_only=true with source=official and use_precomputed=true: "
+        f"the full model's descriptions were encoded by CLIP ViT-L/14@336px (the official tensors), "
+        f"so the class names must go through that same text tower, but "
+        f"data.side_information.text_model={cfg.text_model!r} is another encoder ({found}), and "
+        f"{CLIP_L14_336} is not available offline here. Fix: set data.side_information.text_model "
+        f"to a local folder of {CLIP_L14_336} (config, tokenizer and weights), or compare against "
+        "data.side_information.use_precomputed=false so both arms are encoded by text_model"
+    )
+
+
 def load_side_information(
     cfg: SideInformationConfig, class_names: tuple[str, ...], dataset: str, cache_dir: str | Path
 ) -> SideInformation:
@@ -306,6 +334,8 @@ def load_side_information(
     class_names = tuple(class_names)
     text_cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cache_dir) / "text"
     if cfg.class_names_only:
+        if cfg.source == "official" and cfg.use_precomputed:
+            _require_official_encoder(cfg)
         names_only = [[[name] for name in class_names]] * len(SPATIAL_ROUNDS)
         spatial, temporal = _encode_rounds(names_only, names_only, cfg.text_model, text_cache)
         return SideInformation(

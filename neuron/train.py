@@ -9,6 +9,11 @@ Class roles (see neuron.splits): `training` classes train both stages; `validati
 (pseudo-unseen, part of the seen classes) only select epochs and calibrate GZSL; `unseen` classes
 are touched once, at the end. The GZSL test label space is training ∪ unseen classes.
 Everything stage 2 reads is built beforehand by neuron.prepare.
+
+With `eval.refit` or `eval.paper_parity`, a second stage 2 then trains on ALL seen classes and
+samples (`neuron.prepare.prepare_all_seen`, GZSL over all classes): `refit/test/*` is its honest
+test evaluation after the selected number of epochs with the validation γ, and `paper_parity/*`
+the reference code's protocol over its epochs (`ParityChoice`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from neuron.features import FeatureTable
 from neuron.metrics import chance_levels
 from neuron.model import NeuronHead, class_logits, neuron_loss
 from neuron.optim import DivergenceError, sgd, step_schedule
-from neuron.prepare import Prepared, load_side_information_file, prepare
+from neuron.prepare import Prepared, load_side_information_file, prepare, prepare_all_seen
 from neuron.safeload import load_torch_file, save_torch_file
 from neuron.splits import ClassSplit
 
@@ -57,7 +62,7 @@ class FitResult:
     best_epoch: int
     run_dir: Path
     classes: dict[str, Any]
-    """Dataset, split and class lists (`Prepared.describe`)."""
+    """Dataset, split, class lists and provenance (`Prepared.describe`)."""
 
 
 @dataclass
@@ -74,6 +79,9 @@ class Selection:
     """GZSL calibration γ per branch, fitted on the validation split at the chosen epoch."""
     metrics: dict[str, float] = field(default_factory=dict)
     """The chosen epoch's validation metrics."""
+    encoder_state: dict[str, torch.Tensor] | None = None
+    """The frozen encoder's state after the chosen epoch, when stage 2 changes it
+    (`train.encoder_batchnorm: train` moves its BatchNorm running statistics)."""
 
     def consider(
         self,
@@ -82,12 +90,14 @@ class Selection:
         gamma: dict[str, float],
         head: NeuronHead,
         metric: str,
+        encoder: torch.nn.Module | None = None,
     ) -> None:
         """Choose this epoch if its `metric` is at least the best so far. Ties go to the later
         epoch: the validation classes are few, so plateaus are common."""
         if validation[metric] >= self.value:
             self.value, self.epoch, self.gamma = validation[metric], epoch, gamma
             self.state = copy.deepcopy(head.state_dict())
+            self.encoder_state = None if encoder is None else copy.deepcopy(encoder.state_dict())
             self.metrics = dict(validation)
 
     def to_state(self) -> dict[str, Any]:
@@ -98,6 +108,7 @@ class Selection:
             "state": self.state,
             "gamma": self.gamma,
             "metrics": self.metrics,
+            "encoder_state": self.encoder_state,
         }
 
     @classmethod
@@ -108,7 +119,37 @@ class Selection:
             state=saved["state"],
             gamma=saved["gamma"],
             metrics=dict(saved["metrics"]),
+            encoder_state=saved.get("encoder_state"),
         )
+
+
+PARITY_EPOCH_RULE = "highest paper_parity/gzsl_h, earliest epoch on ties"
+"""How `ParityChoice` picks the one epoch whose numbers `paper_parity/*` reports."""
+
+
+@dataclass
+class ParityChoice:
+    """The one epoch whose reference-protocol numbers `paper_parity/*` reports.
+
+    The reference (`main_match.py`) evaluates the test set after every epoch and prints that
+    epoch's ZSL accuracy and its GZSL S, U and H at the γ pair with the best H; it never records
+    a best epoch (its `best_acc` stays 0), so its tables are read off that log. Here the epoch
+    is the one with the highest either-branch GZSL H (the earliest on ties), and every number
+    reported (ZSL, S, U, H, both γ) is that epoch's, so H = 2SU/(S+U) holds for the triple.
+    """
+
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Every epoch's reference-protocol numbers (written to `paper_parity_epochs.json`)."""
+
+    def consider(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.history[epoch] = dict(metrics)
+        if not self.metrics or metrics["paper_parity/gzsl_h"] > self.metrics["paper_parity/gzsl_h"]:
+            self.epoch, self.metrics = epoch, dict(metrics)
+
+    def reported(self) -> dict[str, float]:
+        return self.metrics | {"paper_parity/epoch": float(self.epoch)} if self.epoch else {}
 
 
 def build_head(cfg: Config, feature_table: FeatureTable, text_dim: int) -> NeuronHead:
@@ -132,13 +173,12 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     epoch: int,
 ) -> dict[str, float]:
-    """One pass over the training samples; each sample reads one of its cached views."""
+    """One pass over the training samples. From the cache each sample reads one of its K cached
+    augmented views (`draw_views`); through the encoder it gets a fresh augmentation."""
     table = source.table
     clean = table.select("train", view=0)
     augmented = [table.select("train", view=v) for v in range(1, cfg.train.augmented_views + 1)]
-    generator = np.random.default_rng([cfg.run.seed, epoch])
-    order = generator.permutation(len(clean))
-    chosen_view = generator.integers(0, len(augmented), size=len(clean)) if augmented else None
+    order, chosen_view = draw_views(cfg.run.seed, epoch, len(clean), len(augmented))
     remap = torch.full((int(max(table.labels.max(), max(training))) + 1,), -1, dtype=torch.long)
     remap[list(training)] = torch.arange(len(training))
     spatial_text = text[0][:, list(training)]  # (R, K_train, Q, D)
@@ -152,7 +192,7 @@ def train_one_epoch(
             indices = clean[positions]
         else:
             indices = np.array([augmented[chosen_view[p]][p] for p in positions])
-        joint, frame = source.features(indices)
+        joint, frame = source.training_features(indices, epoch)
         labels = remap[torch.from_numpy(table.labels[indices])].to(source.device)
         with torch.autocast(source.device.type, dtype=torch.bfloat16, enabled=autocast):
             output = head(joint, frame)
@@ -173,6 +213,18 @@ def train_one_epoch(
         total_loss += loss.item() * len(indices)
         total += len(indices)
     return {"train/loss": total_loss / max(total, 1)}
+
+
+def draw_views(
+    seed: int, epoch: int, num_samples: int, num_views: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The epoch's sample order and, per sample, which of its K cached augmented views it reads
+    (0-based, None without augmented views), both drawn from a generator seeded by
+    (seed, epoch): the same seed gives the same views, other epochs other views."""
+    generator = np.random.default_rng([seed, epoch])
+    order = generator.permutation(num_samples)
+    chosen = generator.integers(0, num_views, size=num_samples) if num_views else None
+    return order, chosen
 
 
 @dataclass
@@ -204,10 +256,19 @@ class Stage2:
             scheduler=step_schedule(optimizer, cfg.train.optimizer),
         )
 
+    @property
+    def changing_encoder(self) -> torch.nn.Module | None:
+        """The frozen encoder when stage 2 changes its state (BatchNorm in train mode)."""
+        if self.cfg.train.encoder_batchnorm == "train":
+            return self.source.encoder
+        return None
+
     def restore(self, state: dict[str, Any]) -> None:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.changing_encoder is not None and state.get("encoder") is not None:
+            self.changing_encoder.load_state_dict(state["encoder"])
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         metrics = {"epoch": float(epoch), "lr": self.optimizer.param_groups[0]["lr"]}
@@ -228,6 +289,10 @@ class Stage2:
         current = copy.deepcopy(self.head.state_dict())
         assert selection.state is not None, "test() before any epoch was selected"
         self.head.load_state_dict(selection.state)
+        encoder = self.changing_encoder
+        current_encoder = None if encoder is None else copy.deepcopy(encoder.state_dict())
+        if encoder is not None and selection.encoder_state is not None:
+            encoder.load_state_dict(selection.encoder_state)
         test, _ = evaluate(
             self.cfg,
             self.head,
@@ -237,6 +302,8 @@ class Stage2:
             gamma=selection.gamma,
         )
         self.head.load_state_dict(current)
+        if encoder is not None and current_encoder is not None:
+            encoder.load_state_dict(current_encoder)
         return test
 
     def paper_parity(self) -> dict[str, float]:
@@ -326,18 +393,20 @@ def fit(
     apply_threads(cfg.run.threads)
     prepared = prepared or prepare(cfg, progress=progress)
     run = Stage2.build(cfg, prepared)
-    selection, parity_best, start_epoch = Selection(), {}, 1
+    selection, start_epoch = Selection(), 1
     metrics: dict[str, float] = {}
     if resume_from is not None:
         state = load_checkpoint(cfg, Path(resume_from))
         run.restore(state)
         selection = Selection.from_state(state["best"])
-        parity_best, start_epoch = state["parity_best"], state["epoch"] + 1
+        start_epoch = state["epoch"] + 1
         if replay or start_epoch > cfg.train.epochs:
             metrics = _report_again(state, Path(resume_from), report)
     for epoch in range(start_epoch, cfg.train.epochs + 1):
-        metrics = _epoch(run, epoch, selection, parity_best)
-        checkpoint = _save_checkpoint(run, run_dir, epoch, selection, parity_best, metrics)
+        metrics = _epoch(run, epoch, selection)
+        if epoch == cfg.train.epochs and (cfg.eval.refit or cfg.eval.paper_parity):
+            metrics |= all_seen_stage(cfg, prepared, selection, run_dir, progress)
+        checkpoint = _save_checkpoint(run, run_dir, epoch, selection, metrics)
         if report is not None:
             report(metrics, checkpoint)
         for old in run_dir.glob("checkpoints/epoch-*"):
@@ -346,26 +415,72 @@ def fit(
     return _result(run_dir, metrics, selection, prepared)
 
 
-def _epoch(
-    run: Stage2, epoch: int, selection: Selection, parity_best: dict[str, float]
-) -> dict[str, float]:
+def _epoch(run: Stage2, epoch: int, selection: Selection) -> dict[str, float]:
     """Train one epoch, validate, update the selection; after the last epoch, test once."""
     cfg = run.cfg
     started = time.perf_counter()
     metrics = run.train_epoch(epoch)
     validation, gamma = run.validate()
     metrics |= validation
-    selection.consider(epoch, validation, gamma, run.head, cfg.eval.selection_metric)
-    if cfg.eval.paper_parity:
-        # The reference reads its best epoch off the test set; kept apart, never selects.
-        for name, value in run.paper_parity().items():
-            parity_best[name] = max(parity_best.get(name, -math.inf), value)
+    selection.consider(
+        epoch, validation, gamma, run.head, cfg.eval.selection_metric, run.changing_encoder
+    )
     metrics["epoch_seconds"] = time.perf_counter() - started
     if epoch == cfg.train.epochs:
         chance = chance_levels(len(run.split.unseen), len(run.split.training))
         selected = {f"selected/{k}": v for k, v in selection.metrics.items()}
-        metrics |= run.test(selection) | selected | parity_best | chance
+        metrics |= run.test(selection) | selected | chance
         metrics["best_epoch"] = float(selection.epoch)
+    return metrics
+
+
+def all_seen_stage(
+    cfg: Config, prepared: Prepared, selection: Selection, run_dir: Path, progress: bool = False
+) -> dict[str, float]:
+    """Stage 2 again, on ALL seen classes and samples (after the honest run has selected).
+
+    `eval.refit`: after `selection.epoch` epochs (the count chosen on validation; the same
+    schedule, so these are the first epochs of a longer run), the unseen test classes are
+    evaluated once with the validation γ, GZSL over seen ∪ unseen: `refit/test/*`.
+    `eval.paper_parity`: all `train.epochs` epochs run, each is evaluated with the reference's
+    protocol on randomly augmented test inputs, and one epoch's numbers are reported
+    (`ParityChoice`); every epoch's are written to `paper_parity_epochs.json`.
+    """
+    started = time.perf_counter()
+    everything = prepare_all_seen(cfg, prepared, progress)
+    run = Stage2.build(cfg, everything)
+    epochs = cfg.train.epochs if cfg.eval.paper_parity else selection.epoch
+    parity = ParityChoice()
+    metrics: dict[str, float] = {}
+    assert selection.gamma is not None, "all_seen_stage() before any epoch was selected"
+    for epoch in range(1, epochs + 1):
+        run.train_epoch(epoch)
+        if cfg.eval.refit and epoch == selection.epoch:
+            test, _ = evaluate(
+                cfg,
+                run.head,
+                run.source,
+                run.text,
+                EvaluationSplit.test(run.split),
+                gamma=selection.gamma,
+            )
+            metrics |= {f"refit/{name}": value for name, value in test.items()}
+            metrics["refit/epochs"] = float(epoch)
+            metrics["refit/training_classes"] = float(len(run.split.training))
+        if cfg.eval.paper_parity:
+            # Read off the test set, as the reference does; kept apart, never selects.
+            parity.consider(epoch, run.paper_parity())
+    if cfg.eval.paper_parity:
+        metrics |= parity.reported()
+        metrics["paper_parity/training_classes"] = float(len(run.split.training))
+        write_text_atomic(
+            run_dir / "paper_parity_epochs.json",
+            json.dumps(
+                {"rule": PARITY_EPOCH_RULE, "chosen_epoch": parity.epoch, "epochs": parity.history},
+                indent=2,
+            ),
+        )
+    metrics["all_seen/seconds"] = time.perf_counter() - started
     return metrics
 
 
@@ -392,7 +507,7 @@ def _result(
     final = {
         k: v
         for k, v in metrics.items()
-        if k.startswith(("test/", "chance/", "paper_parity/", "selected/"))
+        if k.startswith(("test/", "chance/", "paper_parity/", "selected/", "refit/", "all_seen/"))
     }
     final |= selection.metrics
     final["best_epoch"] = float(selection.epoch)
@@ -410,7 +525,6 @@ def _save_checkpoint(
     run_dir: Path,
     epoch: int,
     selection: Selection,
-    parity_best: dict[str, float],
     metrics: dict[str, float],
 ) -> Path:
     """The epoch's resumable state and the metrics reported with it (reported again when a
@@ -425,7 +539,9 @@ def _save_checkpoint(
                 "scheduler": run.scheduler.state_dict(),
                 "epoch": epoch,
                 "best": selection.to_state(),
-                "parity_best": parity_best,
+                "encoder": None
+                if run.changing_encoder is None
+                else run.changing_encoder.state_dict(),
                 "config": run.cfg.to_dict(),
                 "version": __version__,
                 "metrics": {k: float(v) for k, v in metrics.items()},

@@ -491,6 +491,9 @@ def _run_study(search: _Search, split: str) -> StudyResult:
         output_dir=str(search.output / split),
         settings=_settings(spec),
         time_budget_s=spec.time_budget_s,
+        text_provenance={
+            key: described[key] for key in ("text_encoder", "text_dim", "text_embedding_sha256")
+        },
     )
     # A build published on shared storage is fetched to the driver's node for the check.
     local = localize(prepared, Path(base.run.cache_dir))

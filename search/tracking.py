@@ -37,6 +37,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 import neuron
 from neuron.config import ConfigError, config_from_plain, dump_yaml
+from neuron.prepare import augmentation_settings
 from search.spec import check_tracking_uri_form
 
 PARENT_RUN_ID = "mlflow.parentRunId"
@@ -156,6 +157,9 @@ class StudyInfo:
     """Search settings logged as params of the study run (num_trials, scheduler, ...)."""
     time_budget_s: float | None = None
     """The study's time budget: ending there is a normal end, not an interruption."""
+    text_provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The text encoder that actually produced the side-information embeddings: `text_encoder`,
+    `text_dim`, `text_embedding_sha256` (from `Prepared.describe()`)."""
 
     @property
     def study_name(self) -> str:
@@ -163,6 +167,17 @@ class StudyInfo:
 
     def trial_config_yaml(self, overrides: dict[str, Any]) -> str:
         return dump_yaml(config_from_plain(self.base_config).replace(overrides))
+
+    def data_tags(self, overrides: dict[str, Any] | None = None) -> dict[str, str]:
+        """Provenance of the inputs: the text encoder that produced the embeddings (not the
+        configured `text_model`, which the official tensors ignore) and the augmentation of the
+        run's config (the study's base, or a trial's with its overrides)."""
+        cfg = config_from_plain(self.base_config).replace(overrides or {})
+        tags = {f"neuron.{key}": str(value) for key, value in self.text_provenance.items()}
+        augmentation = augmentation_settings(cfg)
+        tags["neuron.augmentation"] = json.dumps(augmentation, sort_keys=True)
+        tags |= {f"neuron.augmentation.{key}": str(value) for key, value in augmentation.items()}
+        return tags
 
     def class_tags(self) -> dict[str, str]:
         names = self.class_names
@@ -376,6 +391,7 @@ class MlflowTracker:
             parent_run_id,
             self.provenance_tags()
             | study.class_tags()
+            | study.data_tags()
             | {
                 TAG_STUDY: study.study_name,
                 "neuron.objective": f"{study.mode} {study.objective}",
@@ -446,7 +462,8 @@ class TrackingCallback(Callback):
             self.study_run_id,
             {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
             | self.tracker.provenance_tags()
-            | self.study.class_tags(),
+            | self.study.class_tags()
+            | self.study.data_tags(overrides),
         )
         config_yaml = self.study.trial_config_yaml(overrides)
         # Params are re-logged on re-attach too: same values, so MLflow accepts them, and a

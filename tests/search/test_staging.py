@@ -33,7 +33,9 @@ def test_join_uri_keeps_the_query_of_s3_uris():
 
 def test_the_stage1_key_ignores_stage2_and_follows_stage1(tmp_path):
     cfg = load_config("tiny", {"run.cache_dir": str(tmp_path)})
-    assert stage1_key(cfg) == stage1_key(cfg.replace({"train.optimizer.lr": 0.3, "model.hidden": 32}))
+    assert stage1_key(cfg) == stage1_key(
+        cfg.replace({"train.optimizer.lr": 0.3, "model.hidden": 32})
+    )
     assert stage1_key(cfg) != stage1_key(cfg.replace({"pretrain.epochs": 3}))
     assert stage1_key(cfg) != stage1_key(cfg.replace({"data.split": "synthetic_alt"}))
 
