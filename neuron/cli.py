@@ -59,6 +59,19 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject_list(text: str) -> tuple[int, ...]:
+    """`--test-subjects 2,5,9` → (2, 5, 9)."""
+    try:
+        subjects = tuple(int(word) for word in text.replace(" ", "").split(",") if word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated integer subject ids, e.g. 2,5,9"
+        ) from None
+    if not subjects:
+        raise argparse.ArgumentTypeError("expected at least one subject id, e.g. 2,5,9")
+    return subjects
+
+
 def _data_import(args: argparse.Namespace) -> int:
     from neuron.importers import import_dataset
 
@@ -69,6 +82,7 @@ def _data_import(args: argparse.Namespace) -> int:
         benchmark=args.benchmark,
         class_names_file=args.class_names,
         joint_map_file=args.joint_map,
+        test_subjects=args.test_subjects,
         progress=True,
         strict=args.strict,
         workers=args.workers,
@@ -80,8 +94,51 @@ def _data_import(args: argparse.Namespace) -> int:
 def _data_info(args: argparse.Namespace) -> int:
     from neuron.importers import dataset_summary
 
-    _print_summary(str(args.file), dataset_summary(args.file))
+    summary = dataset_summary(args.file)
+    if summary.get("kind") == "skeletons":
+        from neuron.dataset import open_dataset
+
+        table = open_dataset(args.file)
+        summary["subjects"] = _subjects_line(table.subject)
+        _print_summary(str(args.file), summary)
+        print()
+        print(format_class_table(table.class_names, table.labels, table.partition))
+        return 0
+    _print_summary(str(args.file), summary)
     return 0
+
+
+def _subjects_line(subject: Any) -> str:
+    """`12 (ids 1..12)`, `unknown (-1 for all 40 sequences)`, or both when some are unknown."""
+    import numpy as np
+
+    known = np.unique(subject[subject >= 0])
+    unknown = int((subject < 0).sum())
+    if known.size == 0:
+        return f"unknown (-1 for all {unknown} sequences)"
+    line = f"{known.size} (ids {known.min()}..{known.max()})"
+    return line + (f"; unknown (-1) for {unknown} sequences" if unknown else "")
+
+
+def format_class_table(class_names: tuple[str, ...], labels: Any, partition: Any) -> str:
+    """One line per class: id, name, sequences in all, in the train and test partitions."""
+    import numpy as np
+
+    width = max([len("class"), *(len(name) for name in class_names)])
+    lines = [f"{'id':>4}  {'class':<{width}}  {'sequences':>9}  {'train':>6}  {'test':>6}"]
+    for index, name in enumerate(class_names):
+        rows = labels == index
+        train = int((rows & (partition == "train")).sum())
+        test = int((rows & (partition == "test")).sum())
+        flag = "" if rows.any() else "  (no sequences)"
+        lines.append(
+            f"{index:>4}  {name:<{width}}  {int(rows.sum()):>9}  {train:>6}  {test:>6}{flag}"
+        )
+    lines.append(
+        f"{'':>4}  {'all':<{width}}  {len(labels):>9}  {int(np.sum(partition == 'train')):>6}  "
+        f"{int(np.sum(partition == 'test')):>6}"
+    )
+    return "\n".join(lines)
 
 
 def _print_summary(title: str, summary: dict[str, Any]) -> None:
@@ -174,11 +231,11 @@ def _train(args: argparse.Namespace) -> int:
     prepared = prepare(cfg, progress=True)
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
-        selection = cfg.eval.selection_metric
+        shown = dict.fromkeys((cfg.eval.selection_metric, "val/gzsl_h"))  # once each, in order
+        values = "  ".join(f"{key} {metrics[key]:.3f}" for key in shown)
         print(
             f"epoch {int(metrics['epoch']):>3}/{cfg.train.epochs}  loss {metrics['train/loss']:.4f}  "
-            f"{selection} {metrics[selection]:.3f}  val/gzsl_h {metrics['val/gzsl_h']:.3f}  "
-            f"({metrics['epoch_seconds']:.1f} s)",
+            f"{values}  ({metrics['epoch_seconds']:.1f} s)",
             flush=True,
         )
 
@@ -242,7 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="class names, a .txt (one per line) or a JSON list (required for arrays; overrides others)",
     )
     importer.add_argument(
-        "--joint-map", help="arrays: JSON joint mapping to the NTU 25-joint layout"
+        "--joint-map",
+        metavar="LAYOUT|FILE",
+        help="arrays: source joints → the NTU 25-joint layout: kinect_v1 (20-joint Kinect v1), "
+        "ntu25, or a JSON file listing one NTU joint index (or null) per source joint",
+    )
+    importer.add_argument(
+        "--test-subjects",
+        metavar="IDS",
+        type=_subject_list,
+        help="arrays: subject ids whose sequences are the test partition, e.g. 2,5,9 (the rest "
+        "are train); needs a `subject` field in the file, replaces its `partition` field",
     )
     importer.add_argument(
         "--strict",

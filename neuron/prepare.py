@@ -83,6 +83,8 @@ def split_samples(cfg: Config, table: SkeletonTable) -> tuple[ClassSplit, dict[s
         unseen_classes=cfg.data.unseen_classes,
         validation_classes=cfg.data.validation_classes,
         validation_seed=cfg.data.validation_seed,
+        class_names=table.class_names,
+        class_groups=cfg.data.class_groups,
     )
     samples = partition_samples(
         table.labels,

@@ -23,6 +23,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,26 @@ TAG_STUDY = "neuron.study"
 TAG_TRIAL = "neuron.trial_id"
 TAG_STATUS = "neuron.status"
 TAG_EPOCHS = "neuron.epochs_reached"
+TAG_NOTE = "mlflow.note.content"
+"""The run's description: the MLflow UI shows it (Markdown) at the top of the run page."""
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment in GenAI mode unless this tag says it holds model training."""
+TAG_COMPARE_URL = "neuron.compare_url"
 BATCH = 100
 """MLflow's limit of params or tags per log_batch request."""
+LOCAL_UI = "http://127.0.0.1:5000"
+"""Where `mlflow ui --port 5000` serves a local (SQLite) store."""
+KEY_PARAMETERS = (
+    ("lr", "lr"),
+    ("logit_scale", "scale"),
+    ("spatial_prototypes", "Ks"),
+    ("temporal_prototypes", "Kt"),
+    ("weight_decay", "wd"),
+    ("epochs", "epochs"),
+)
+"""Searched parameters named in a trial's run name (by the last part of their dotted key), in
+order, with their short label; the first three a study searches are shown."""
 
 
 class TrackingError(ValueError):
@@ -195,6 +214,39 @@ def flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+def trial_number(trial_id: str) -> str:
+    """Tune's running number of a trial (`a1b2c3_00007` → `7`)."""
+    head, _, tail = trial_id.rpartition("_")
+    return str(int(tail)) if head and tail.isdigit() else trial_id
+
+
+def trial_run_name(
+    study_name: str,
+    trial_id: str,
+    overrides: dict[str, Any],
+    objective: tuple[str, float] | None = None,
+) -> str:
+    """What a trial's run is, readable in the runs table even when cut short: its number, its
+    objective once known, its key hyperparameters, then its study, e.g.
+    `trial 7 · zsl_top1 0.512 · lr 0.031 · scale 12.5 · Ks 40 · quick/synthetic_default`."""
+    parts = [f"trial {trial_number(trial_id)}"]
+    if objective is not None and not math.isnan(objective[1]):
+        parts.append(f"{objective[0].rsplit('/', 1)[-1]} {objective[1]:.3f}")
+    by_name = {key.rsplit(".", 1)[-1]: value for key, value in overrides.items()}
+    labelled = [(label, by_name[name]) for name, label in KEY_PARAMETERS if name in by_name]
+    parts += [f"{label} {_short(value)}" for label, value in labelled[:3]]
+    parts.append(study_name)
+    return " · ".join(parts)
+
+
 def trial_status(result: dict[str, Any] | None) -> tuple[str, int]:
     """("completed" | "stopped early at epoch k", epochs reached) from a trial's last result:
     `fit` puts the final test evaluation (`best_epoch`) on its last report only."""
@@ -246,11 +298,45 @@ class MlflowTracker:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
                 self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self._artifact_location()
+                    self.experiment,
+                    artifact_location=self._artifact_location(),
+                    tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND},
                 )
             else:
                 self._experiment_id = found.experiment_id
+                if found.tags.get(TAG_EXPERIMENT_KIND) is None:
+                    self.client.set_experiment_tag(
+                        found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND
+                    )
         return self._experiment_id
+
+    @property
+    def ui_url(self) -> str:
+        """The MLflow UI of this store: the tracking server itself, or `mlflow ui` on port 5000."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return LOCAL_UI
+
+    def runs_page_url(self, search_filter: str | None = None) -> str:
+        """The experiment's runs table (model-training view), optionally filtered and sorted by
+        the objective, best first."""
+        query = "workflowType=machine_learning"
+        if search_filter:
+            query += "&searchFilter=" + urllib.parse.quote(search_filter, safe="")
+            query += "&orderByKey=" + urllib.parse.quote("metrics.`objective`", safe="")
+            query += "&orderByAsc=false"
+        return f"{self.ui_url}/#/experiments/{self.experiment_id}/runs?{query}"
+
+    def compare_url(self, run_ids: list[str]) -> str:
+        """MLflow's compare view of `run_ids` (params, metrics and plots side by side)."""
+
+        def encoded(values: list[str]) -> str:
+            return urllib.parse.quote(json.dumps(values, separators=(",", ":")), safe=",")
+
+        return (
+            f"{self.ui_url}/#/compare-runs?runs={encoded(run_ids)}"
+            f"&experiments={encoded([self.experiment_id])}"
+        )
 
     def _artifact_location(self) -> str | None:
         """Beside a SQLite store (MLflow would use ./mlruns of the current folder); a tracking
@@ -375,6 +461,9 @@ class MlflowTracker:
                 TAG_STUDY: study.study_name,
                 "neuron.objective": f"{study.mode} {study.objective}",
                 "neuron.optuna_storage": study.optuna_storage,
+                TAG_NOTE: f"Search study **{study.study_name}** is running: objective "
+                f"{study.mode} `{study.objective}` (validation, pseudo-unseen classes); one child "
+                "run per trial. The results table appears here when the study ends.",
             },
         )
         if created:
@@ -437,7 +526,7 @@ class TrackingCallback(Callback):
         overrides = dict(trial.config.get("overrides", {}))
         run_id, created = self.tracker.ensure_run(
             {TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.trial_id},
-            f"{self.study.split}/{trial.trial_id}",
+            trial_run_name(self.study.study_name, trial.trial_id, overrides),
             self.study_run_id,
             {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
             | self.tracker.provenance_tags()
@@ -516,11 +605,17 @@ class TrackingCallback(Callback):
             objective = self._best_objective(run_id)
         now = int(time.time() * 1000)
         metrics = [Metric("fidelity/epochs", float(epochs), now, epochs)]
+        tags = {TAG_STATUS: status, TAG_EPOCHS: str(epochs)}
         if objective is not None:
             metrics.append(Metric("objective", float(objective), now, epochs))
-        self.tracker.log(
-            run_id, metrics=metrics, tags={TAG_STATUS: status, TAG_EPOCHS: str(epochs)}
-        )
+            # The run name carries the objective: the runs table shows it with no column picked.
+            tags["mlflow.runName"] = trial_run_name(
+                self.study.study_name,
+                trial.trial_id,
+                dict(trial.config.get("overrides", {})),
+                (self.study.objective, float(objective)),
+            )
+        self.tracker.log(run_id, metrics=metrics, tags=tags)
         self.tracker.finish(run_id, mlflow_status)
 
     def _best_objective(self, run_id: str) -> float | None:

@@ -100,7 +100,7 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
     # The study summary.
     artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
     assert {"best_config.yaml", "results.csv", "results.parquet", "plots"} <= artifacts
-    assert "plots/optimization_history.html" in {
+    assert "plots/optimization_history.png" in {
         a.path for a in client.list_artifacts(study.info.run_id, "plots")
     }
     best = max(completed, key=lambda c: c.data.metrics["objective"])

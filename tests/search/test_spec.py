@@ -88,7 +88,7 @@ def test_relative_base_config_is_read_next_to_the_spec(tmp_path):
     ("override", "message"),
     [
         ("num_trails=3", "unknown key num_trails: did you mean 'num_trials'?"),
-        ("space.lr.lo=0.1", "unknown key space.lr.lo: did you mean 'low'?"),
+        ("space.lr.lo=0.1", "unknown key space.lr.lo: did you mean 'space.lr.low'?"),
         ("space.learning_rate=0.1", "unknown key space.learning_rate"),
         ("objective.metric=test/zsl_top1", "test metrics (unseen test classes) must never select"),
         ("objective.metric=train/loss", "must be a validation metric"),

@@ -312,9 +312,9 @@ def test_study_end_leaves_no_running_child_and_writes_the_summary(store, tmp_pat
     } <= artifacts
     plots = {a.path for a in client.list_artifacts(study_run, "plots")}
     assert plots == {
-        "plots/optimization_history.html",
-        "plots/param_importances.html",
-        "plots/parallel_coordinate.html",
+        "plots/optimization_history.png",
+        "plots/param_importances.png",
+        "plots/parallel_coordinate.png",
     }
     output = Path(study.output_dir)
     table = pd.read_parquet(output / "results.parquet")
