@@ -25,6 +25,20 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 
+def program(name: str) -> str:
+    """How to run the console script `name` of this installation from a fresh shell: the bare
+    name when that one is first on PATH (the environment is active), else its full path."""
+    import shutil
+
+    installed = Path(sys.executable).parent / name
+    if not installed.is_file():
+        return name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == installed.resolve():
+        return name
+    return str(installed.absolute())
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",

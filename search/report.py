@@ -26,6 +26,7 @@ from search.tracking import (
     TAG_NOTE,
     TAG_STATUS,
     TAG_TRIAL,
+    TAG_TRIALS_URL,
     MlflowTracker,
     StudyInfo,
 )
@@ -130,6 +131,7 @@ def description(
     table: pd.DataFrame,
     counts: dict[str, int],
     compare_url: str | None,
+    trials_url: str | None,
     notes: list[str],
     top: int = 10,
 ) -> str:
@@ -169,6 +171,11 @@ def description(
                 cells.append(_cell(row["test/zsl_top1"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "The best trial's config is the artifact `best_config.yaml`."]
+    if trials_url:
+        lines += [
+            "",
+            f"[All trials, best first, with their objective and parameters]({trials_url})",
+        ]
     if compare_url:
         lines += ["", f"[Compare the trials side by side]({compare_url})"]
     if notes:
@@ -246,7 +253,10 @@ def summarise_study(
         ranked = with_value.sort_values("objective", ascending=study.mode == "min")
         compare_url = tracker.compare_url([str(r) for r in ranked["run_id"].head(50)])
         tags[TAG_COMPARE_URL] = compare_url
-    tags[TAG_NOTE] = description(study, table, counts, compare_url, notes)
+    params = sorted(c for c in table.columns if str(c).startswith("search.")) if len(table) else []
+    trials_url = tracker.share_trials_view(study, params)
+    tags[TAG_TRIALS_URL] = trials_url
+    tags[TAG_NOTE] = description(study, table, counts, compare_url, trials_url, notes)
     tracker.log(study_run_id, metrics=metrics, tags=tags | {TAG_STATUS: "completed"})
     tracker.finish(study_run_id, "FINISHED")
 

@@ -17,6 +17,7 @@ Tune result is one `log_batch` request (step = epoch); params are the flattened 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,9 @@ TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """MLflow 3's UI opens an experiment in GenAI mode unless this tag says it holds model training."""
 TAG_COMPARE_URL = "neuron.compare_url"
+TAG_TRIALS_URL = "neuron.trials_url"
+TAG_SHARED_VIEW = "mlflow.sharedViewState."
+"""Prefix of the experiment tags holding saved views of the runs table (MLflow UI `Share`)."""
 BATCH = 100
 """MLflow's limit of params or tags per log_batch request."""
 LOCAL_UI = "http://127.0.0.1:5000"
@@ -222,22 +226,23 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def trial_number(trial_id: str) -> str:
-    """Tune's running number of a trial (`a1b2c3_00007` → `7`)."""
-    head, _, tail = trial_id.rpartition("_")
-    return str(int(tail)) if head and tail.isdigit() else trial_id
+def trial_number(trial: Trial) -> str:
+    """Tune's running number of a trial in its study (the head of its experiment tag,
+    `7_lr=0.03,...` → `7`), else its trial id."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return head if head.isdigit() else trial.trial_id
 
 
 def trial_run_name(
     study_name: str,
-    trial_id: str,
+    number: str,
     overrides: dict[str, Any],
     objective: tuple[str, float] | None = None,
 ) -> str:
     """What a trial's run is, readable in the runs table even when cut short: its number, its
     objective once known, its key hyperparameters, then its study, e.g.
     `trial 7 · zsl_top1 0.512 · lr 0.031 · scale 12.5 · Ks 40 · quick/synthetic_default`."""
-    parts = [f"trial {trial_number(trial_id)}"]
+    parts = [f"trial {number}"]
     if objective is not None and not math.isnan(objective[1]):
         parts.append(f"{objective[0].rsplit('/', 1)[-1]} {objective[1]:.3f}")
     by_name = {key.rsplit(".", 1)[-1]: value for key, value in overrides.items()}
@@ -267,6 +272,32 @@ def error_reason(error_text: str) -> str:
         if message and " " not in name and short.endswith(("Error", "Exception")):
             return f"{short}:{message}"[:500]
     return lines[-1][:500] if lines else "unknown error"
+
+
+def ui_url(tracking_uri: str) -> str:
+    """The MLflow UI of a store: the tracking server itself, or `mlflow ui` on port 5000."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return LOCAL_UI
+
+
+def runs_page_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs table, in the UI's model-training view."""
+    return (
+        f"{ui_url(tracking_uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+def compare_url(tracking_uri: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's compare view of `run_ids` (params, metrics and plots side by side)."""
+
+    def encoded(values: list[str]) -> str:
+        return urllib.parse.quote(json.dumps(values, separators=(",", ":")), safe=",")
+
+    return (
+        f"{ui_url(tracking_uri)}/#/compare-runs?runs={encoded(run_ids)}"
+        f"&experiments={encoded([experiment_id])}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,32 +341,30 @@ class MlflowTracker:
                     )
         return self._experiment_id
 
-    @property
-    def ui_url(self) -> str:
-        """The MLflow UI of this store: the tracking server itself, or `mlflow ui` on port 5000."""
-        if self.tracking_uri.startswith(("http://", "https://")):
-            return self.tracking_uri.rstrip("/")
-        return LOCAL_UI
-
-    def runs_page_url(self, search_filter: str | None = None) -> str:
-        """The experiment's runs table (model-training view), optionally filtered and sorted by
-        the objective, best first."""
-        query = "workflowType=machine_learning"
-        if search_filter:
-            query += "&searchFilter=" + urllib.parse.quote(search_filter, safe="")
-            query += "&orderByKey=" + urllib.parse.quote("metrics.`objective`", safe="")
-            query += "&orderByAsc=false"
-        return f"{self.ui_url}/#/experiments/{self.experiment_id}/runs?{query}"
-
     def compare_url(self, run_ids: list[str]) -> str:
-        """MLflow's compare view of `run_ids` (params, metrics and plots side by side)."""
+        return compare_url(self.tracking_uri, self.experiment_id, run_ids)
 
-        def encoded(values: list[str]) -> str:
-            return urllib.parse.quote(json.dumps(values, separators=(",", ":")), safe=",")
-
+    def share_trials_view(self, study: StudyInfo, params: list[str]) -> str:
+        """A saved view of the runs table (an experiment tag the UI reads through the page's
+        `viewStateShareKey`): the study's trials, best first, with the objective, the status,
+        the searched `params` and the unseen-test ZSL as columns. Returns its page."""
+        key = "neuron-" + hashlib.sha256(study.study_name.encode()).hexdigest()[:16]
+        columns = ["metrics.`objective`", f"tags.`{TAG_STATUS}`"]
+        columns += [f"params.`{name}`" for name in params]
+        columns += ["metrics.`fidelity/epochs`", "metrics.`test/zsl_top1`"]
+        state = {
+            "searchFilter": f"tags.`{TAG_STUDY}` = '{study.study_name}' and "
+            f"tags.`{TAG_ROLE}` = 'trial'",
+            "orderByKey": "metrics.`objective`",
+            "orderByAsc": study.mode == "min",
+            "selectedColumns": columns,
+        }
+        self.client.set_experiment_tag(
+            self.experiment_id, TAG_SHARED_VIEW + key, json.dumps(state, separators=(",", ":"))
+        )
         return (
-            f"{self.ui_url}/#/compare-runs?runs={encoded(run_ids)}"
-            f"&experiments={encoded([self.experiment_id])}"
+            f"{ui_url(self.tracking_uri)}/#/experiments/{self.experiment_id}/runs"
+            f"?viewStateShareKey={key}&workflowType=machine_learning"
         )
 
     def _artifact_location(self) -> str | None:
@@ -526,7 +555,7 @@ class TrackingCallback(Callback):
         overrides = dict(trial.config.get("overrides", {}))
         run_id, created = self.tracker.ensure_run(
             {TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.trial_id},
-            trial_run_name(self.study.study_name, trial.trial_id, overrides),
+            trial_run_name(self.study.study_name, trial_number(trial), overrides),
             self.study_run_id,
             {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
             | self.tracker.provenance_tags()
@@ -611,7 +640,7 @@ class TrackingCallback(Callback):
             # The run name carries the objective: the runs table shows it with no column picked.
             tags["mlflow.runName"] = trial_run_name(
                 self.study.study_name,
-                trial.trial_id,
+                trial_number(trial),
                 dict(trial.config.get("overrides", {})),
                 (self.study.objective, float(objective)),
             )
