@@ -234,6 +234,16 @@ def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
+def format_epoch_line(metrics: dict[str, float], selection_metric: str, epochs: int) -> str:
+    """One line per stage-2 epoch: loss, the selection metric and `val/gzsl_h`, each once."""
+    shown = dict.fromkeys((selection_metric, "val/gzsl_h"))  # in order, without a repeat
+    values = "  ".join(f"{key} {metrics[key]:.3f}" for key in shown)
+    return (
+        f"epoch {int(metrics['epoch']):>3}/{epochs}  loss {metrics['train/loss']:.4f}  "
+        f"{values}  ({metrics['epoch_seconds']:.1f} s)"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from neuron.atomic import write_text_atomic
     from neuron.prepare import prepare
@@ -245,13 +255,7 @@ def _train(args: argparse.Namespace) -> int:
     prepared = prepare(cfg, progress=True)
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
-        shown = dict.fromkeys((cfg.eval.selection_metric, "val/gzsl_h"))  # once each, in order
-        values = "  ".join(f"{key} {metrics[key]:.3f}" for key in shown)
-        print(
-            f"epoch {int(metrics['epoch']):>3}/{cfg.train.epochs}  loss {metrics['train/loss']:.4f}  "
-            f"{values}  ({metrics['epoch_seconds']:.1f} s)",
-            flush=True,
-        )
+        print(format_epoch_line(metrics, cfg.eval.selection_metric, cfg.train.epochs), flush=True)
 
     result = fit(cfg, report, run_dir=run_dir, resume_from=args.resume, prepared=prepared)
     print()
