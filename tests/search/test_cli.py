@@ -99,3 +99,24 @@ def test_the_resume_command_repeats_the_spec_overrides_and_options(monkeypatch):
         "sqlite:///m.db",
         True,
     )
+
+
+def test_an_interrupted_search_prints_the_exact_command_to_continue(tmp_path, monkeypatch, capsys):
+    import search.runner
+    from search.runner import SearchInterrupted
+
+    def interrupted(spec, name, resume=False):
+        raise SearchInterrupted(f"search {name!r} was interrupted in split s")
+
+    monkeypatch.setattr(search.runner, "run_search", interrupted)
+    argv = [
+        "search", str(SPECS / "tiny.yaml"), f"output_dir={tmp_path / 'out'}", "num_trials=3",
+        "--name", "n1",
+    ]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 130
+    command = err.split("continue it with:\n", 1)[1].strip()
+    assert command.endswith(
+        f"search {SPECS / 'tiny.yaml'} output_dir={tmp_path / 'out'} num_trials=3 --name n1 --resume"
+    )
+    assert command in out  # also printed at the start, before anything runs
