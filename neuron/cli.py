@@ -39,6 +39,20 @@ def program(name: str) -> str:
     return str(installed.absolute())
 
 
+TRAIN_EPILOG = """\
+examples:
+  neuron train quick
+  neuron train mine.yaml        (a YAML may start with `base: quick` and override parts of it)
+  neuron train quick data.path=mine.arrow data.split=custom data.unseen_classes=[Swim,Bow] \\
+      data.validation_classes=[Sit] data.class_groups=[[Jump,Jump as high as you can]] \\
+      data.side_information.source=descriptions data.side_information.path=mine_descriptions
+
+classes are given by name (as `neuron data info FILE` lists them) or by 0-based id;
+data.validation_classes is a count (drawn with data.validation_seed) or a list; a group of
+data.class_groups is wholly unseen, wholly validation or wholly training.
+"""
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",
@@ -363,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train both stages, select on validation, evaluate the unseen classes once",
         description="Runs stage 1 (cached), the feature cache (cached) and stage 2, then prints "
         "validation and test ZSL/GZSL metrics.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_arguments(train)
     train.add_argument(
