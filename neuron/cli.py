@@ -44,7 +44,7 @@ examples:
   neuron train quick
   neuron train mine.yaml        (a YAML may start with `base: quick` and override parts of it)
   neuron train quick data.path=mine.arrow data.split=custom data.unseen_classes=[Swim,Bow] \\
-      data.validation_classes=[Sit] data.class_groups=[[Jump,Jump as high as you can]] \\
+      data.validation_classes=[Sit] 'data.class_groups=[[Jump, Jump as high as you can]]' \\
       data.side_information.source=descriptions data.side_information.path=mine_descriptions
 
 classes are given by name (as `neuron data info FILE` lists them) or by 0-based id;
