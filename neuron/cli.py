@@ -33,6 +33,34 @@ EXIT_OS_ERROR = 4
 EXIT_INTERRUPTED = 130
 
 
+def program(name: str) -> str:
+    """How to run the console script `name` of this installation from a fresh shell: the bare
+    name when that one is first on PATH (the environment is active), else its full path."""
+    import shutil
+
+    installed = Path(sys.executable).parent / name
+    if not installed.is_file():
+        return name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == installed.resolve():
+        return name
+    return str(installed.absolute())
+
+
+TRAIN_EPILOG = """\
+examples:
+  neuron train quick
+  neuron train mine.yaml        (a YAML may start with `base: quick` and override parts of it)
+  neuron train quick data.path=mine.arrow data.split=custom data.unseen_classes=[Swim,Bow] \\
+      data.validation_classes=[Sit] 'data.class_groups=[[Jump, Jump as high as you can]]' \\
+      data.side_information.source=descriptions data.side_information.path=mine_descriptions
+
+classes are given by name (as `neuron data info FILE` lists them) or by 0-based id;
+data.validation_classes is a count (drawn with data.validation_seed) or a list; a group of
+data.class_groups is wholly unseen, wholly validation or wholly training.
+"""
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",
@@ -67,6 +95,19 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject_list(text: str) -> tuple[int, ...]:
+    """`--test-subjects 2,5,9` → (2, 5, 9)."""
+    try:
+        subjects = tuple(int(word) for word in text.replace(" ", "").split(",") if word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated integer subject ids, e.g. 2,5,9"
+        ) from None
+    if not subjects:
+        raise argparse.ArgumentTypeError("expected at least one subject id, e.g. 2,5,9")
+    return subjects
+
+
 def _data_import(args: argparse.Namespace) -> int:
     from neuron.importers import import_dataset
 
@@ -77,6 +118,7 @@ def _data_import(args: argparse.Namespace) -> int:
         benchmark=args.benchmark,
         class_names_file=args.class_names,
         joint_map_file=args.joint_map,
+        test_subjects=args.test_subjects,
         progress=True,
         strict=args.strict,
         workers=args.workers,
@@ -88,7 +130,22 @@ def _data_import(args: argparse.Namespace) -> int:
 def _data_info(args: argparse.Namespace) -> int:
     from neuron.importers import dataset_summary
 
-    _print_summary(str(args.file), dataset_summary(args.file))
+    summary = dataset_summary(args.file)
+    if summary.get("kind") == "skeletons":
+        from neuron.dataset import SkeletonTable
+
+        # Unvalidated: info shows a faulty file's problems (in `summary`) instead of refusing it.
+        table = SkeletonTable(args.file, validate=False)
+        try:
+            summary["subjects"] = _subjects_line(table.subject)
+            classes = format_class_table(table.class_names, table.labels, table.partition)
+        except (TypeError, ValueError, KeyError, IndexError) as error:
+            classes = f"(no per-class table: {error}; see the problems above)"
+        _print_summary(str(args.file), summary)
+        print()
+        print(classes)
+        return 0
+    _print_summary(str(args.file), summary)
     return 0
 
 
@@ -110,6 +167,39 @@ def _data_check(args: argparse.Namespace) -> int:
         "coordinates are valid"
     )
     return 0
+
+
+def _subjects_line(subject: Any) -> str:
+    """`12 (ids 1..12)`, `unknown (-1 for all 40 sequences)`, or both when some are unknown."""
+    import numpy as np
+
+    known = np.unique(subject[subject >= 0])
+    unknown = int((subject < 0).sum())
+    if known.size == 0:
+        return f"unknown (-1 for all {unknown} sequences)"
+    line = f"{known.size} (ids {known.min()}..{known.max()})"
+    return line + (f"; unknown (-1) for {unknown} sequences" if unknown else "")
+
+
+def format_class_table(class_names: tuple[str, ...], labels: Any, partition: Any) -> str:
+    """One line per class: id, name, sequences in all, in the train and test partitions."""
+    import numpy as np
+
+    width = max([len("class"), *(len(name) for name in class_names)])
+    lines = [f"{'id':>4}  {'class':<{width}}  {'sequences':>9}  {'train':>6}  {'test':>6}"]
+    for index, name in enumerate(class_names):
+        rows = labels == index
+        train = int((rows & (partition == "train")).sum())
+        test = int((rows & (partition == "test")).sum())
+        flag = "" if rows.any() else "  (no sequences)"
+        lines.append(
+            f"{index:>4}  {name:<{width}}  {int(rows.sum()):>9}  {train:>6}  {test:>6}{flag}"
+        )
+    lines.append(
+        f"{'':>4}  {'all':<{width}}  {len(labels):>9}  {int(np.sum(partition == 'train')):>6}  "
+        f"{int(np.sum(partition == 'test')):>6}"
+    )
+    return "\n".join(lines)
 
 
 def _print_summary(title: str, summary: dict[str, Any]) -> None:
@@ -202,6 +292,16 @@ def format_metrics_table(metrics: dict[str, float], classes: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
+def format_epoch_line(metrics: dict[str, float], selection_metric: str, epochs: int) -> str:
+    """One line per stage-2 epoch: loss, the selection metric and `val/gzsl_h`, each once."""
+    shown = dict.fromkeys((selection_metric, "val/gzsl_h"))  # in order, without a repeat
+    values = "  ".join(f"{key} {metrics[key]:.3f}" for key in shown)
+    return (
+        f"epoch {int(metrics['epoch']):>3}/{epochs}  loss {metrics['train/loss']:.4f}  "
+        f"{values}  ({metrics['epoch_seconds']:.1f} s)"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from neuron.atomic import write_text_atomic
     from neuron.prepare import prepare
@@ -216,13 +316,7 @@ def _train(args: argparse.Namespace) -> int:
     prepared = prepare(cfg, progress=True)
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
-        selection = cfg.eval.selection_metric
-        print(
-            f"epoch {int(metrics['epoch']):>3}/{cfg.train.epochs}  loss {metrics['train/loss']:.4f}  "
-            f"{selection} {metrics[selection]:.3f}  val/gzsl_h {metrics['val/gzsl_h']:.3f}  "
-            f"({metrics['epoch_seconds']:.1f} s)",
-            flush=True,
-        )
+        print(format_epoch_line(metrics, cfg.eval.selection_metric, cfg.train.epochs), flush=True)
 
     result = fit(cfg, report, run_dir=run_dir, resume_from=args.resume, prepared=prepared)
     print()
@@ -284,7 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="class names, a .txt (one per line) or a JSON list (required for arrays; overrides others)",
     )
     importer.add_argument(
-        "--joint-map", help="arrays: JSON joint mapping to the NTU 25-joint layout"
+        "--joint-map",
+        metavar="LAYOUT|FILE",
+        help="arrays: source joints → the NTU 25-joint layout: kinect_v1 (20-joint Kinect v1), "
+        "ntu25, or a JSON file listing one NTU joint index (or null) per source joint",
+    )
+    importer.add_argument(
+        "--test-subjects",
+        metavar="IDS",
+        type=_subject_list,
+        help="arrays: subject ids whose sequences are the test partition, e.g. 2,5,9 (the rest "
+        "are train); needs a `subject` field in the file, replaces its `partition` field",
     )
     importer.add_argument(
         "--strict",
@@ -329,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train both stages, select on validation, evaluate the unseen classes once",
         description="Runs stage 1 (cached), the feature cache (cached) and stage 2, then prints "
         "validation and test ZSL/GZSL metrics.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_arguments(train)
     train.add_argument(

@@ -81,13 +81,19 @@ class DataConfig:
     split: str = "synthetic_default"
     """A published split name from `neuron.splits.PUBLISHED_SPLITS` (e.g. `ntu60_55_5`), or
     `custom` with `unseen_classes` set."""
-    unseen_classes: tuple[int, ...] = ()
-    """0-based unseen class ids, only with `split: custom`."""
-    validation_classes: int = 2
-    """Number of pseudo-unseen classes carved from the seen classes for model selection and
-    GZSL calibration. They never train either stage."""
+    unseen_classes: tuple[int | str, ...] = ()
+    """Unseen classes, only with `split: custom`: 0-based class ids or class names as in the
+    dataset (`[Swim, Bow]`, `[3, 7]`)."""
+    validation_classes: int | tuple[int | str, ...] = 2
+    """The pseudo-unseen classes carved from the seen classes for model selection and GZSL
+    calibration: a count (drawn with `validation_seed`) or an explicit list of class ids or
+    names. They never train either stage."""
     validation_seed: int = 0
-    """Seed of the deterministic pseudo-unseen carve-out."""
+    """Seed of the deterministic pseudo-unseen carve-out (when `validation_classes` is a count)."""
+    class_groups: tuple[tuple[int | str, ...], ...] = ()
+    """Classes held out together (ids or names), e.g. `[[Wave your hand, Wave your other hand],
+    [Jump, Jump as high as you can]]`: a group is wholly unseen, wholly validation or wholly
+    training, so no near-twin of a held-out class trains."""
     heldout_fraction: float = 0.1
     """Fraction of training-class samples (train partition) held out as validation-seen data."""
     window: int = 64
@@ -113,10 +119,17 @@ class DataConfig:
             f"data.unseen_classes={list(self.unseen_classes)} is only read with data.split=custom "
             f"(data.split is {self.split!r}); set data.split=custom or remove it",
         )
-        _check(
-            self.validation_classes >= 1,
-            f"data.validation_classes={self.validation_classes}: must be >= 1",
-        )
+        if isinstance(self.validation_classes, int):
+            _check(
+                self.validation_classes >= 1,
+                f"data.validation_classes={self.validation_classes}: must be >= 1 (a count) or "
+                "a list of class ids or names",
+            )
+        else:
+            _check(
+                len(self.validation_classes) >= 1,
+                "data.validation_classes=[]: list at least one class, or give a count",
+            )
         _check(
             0.0 < self.heldout_fraction < 0.5,
             f"data.heldout_fraction={self.heldout_fraction}: must be in (0, 0.5)",
@@ -507,9 +520,12 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def _nearest(key: str, valid: list[str]) -> str:
+def _nearest(key: str, valid: list[str], prefix: str = "") -> str:
+    """A hint naming the nearest valid key in full (`model.spatial_prototypes`), or all of them."""
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"did you mean {match[0]!r}?" if match else f"valid keys: {', '.join(sorted(valid))}"
+    if match:
+        return f"did you mean '{prefix}{match[0]}'?"
+    return f"valid keys: {', '.join(prefix + name for name in sorted(valid))}"
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -519,7 +535,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            keys = [f.name for f in dataclasses.fields(annotation)]
+            raise ConfigError(
+                f"{where}={value!r}: {where} is a section, not a value; set its keys "
+                f"({', '.join(f'{where}.{key}' for key in keys)}), e.g. {where}.{keys[0]}={value}"
+            )
         return from_dict(typing.cast(type, annotation), value, source=where)
     if origin is Literal:
         if value not in args:
@@ -529,7 +549,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        errors = []
+        for choice in inner:  # the first form that fits: `int | str`, `int | tuple[...]`
+            try:
+                return _coerce(value, choice, where)
+            except ConfigError as error:
+                errors.append(str(error).split(": ", 1)[-1])
+        raise ConfigError(f"{where}={value!r}: {' or '.join(errors)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}={value!r}: expected a list, e.g. [1, 2]")
@@ -561,7 +587,7 @@ def from_dict(cls: type, values: dict[str, Any], source: str = "") -> Any:
     prefix = f"{source}." if source else ""
     for key in values:
         if key not in names:
-            raise ConfigError(f"unknown key {prefix}{key}: {_nearest(key, names)}")
+            raise ConfigError(f"unknown key {prefix}{key}: {_nearest(key, names, prefix)}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     return cls(**kwargs)
 
@@ -583,7 +609,8 @@ def set_dotted(plain: dict[str, Any], dotted: str, value: Any, source: str) -> N
         if not isinstance(node, dict) or part not in node:
             valid = list(node) if isinstance(node, dict) else []
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"{source}: unknown key {where}: {_nearest(part, valid)}")
+            prefix = ".".join(parts[:depth]) + "." if depth else ""
+            raise ConfigError(f"{source}: unknown key {where}: {_nearest(part, valid, prefix)}")
         if depth == len(parts) - 1:
             node[part] = value
         else:
@@ -653,33 +680,57 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     )
 
 
+def _read_with_base(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The thin config at `path` merged over the one its `base:` names (a shipped name or a
+    path beside it), recursively; `default.yaml` is the implicit root."""
+    update = read_yaml(path)
+    base = update.pop("base", None)
+    if base is None:
+        return update
+    if not isinstance(base, str):
+        raise ConfigError(
+            f"{path}: base={base!r}: expected the name of a shipped config (e.g. base: quick) "
+            "or a path to a config YAML"
+        )
+    beside = path.parent / base
+    try:
+        base_path = resolve_config_path(beside if beside.is_file() else base)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: base: {error}") from error
+    resolved = base_path.resolve()
+    if resolved in chain or resolved == path.resolve():
+        cycle = " → ".join(str(p) for p in (*chain, path.resolve(), resolved))
+        raise ConfigError(f"{path}: base: the configs name each other in a cycle ({cycle})")
+    return merge_plain(_read_with_base(base_path, (*chain, path.resolve())), update)
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> Config:
-    """default.yaml, then `path` (thin overrides), then dotted overrides."""
+    """default.yaml, then `path` (thin overrides over the config its `base:` names, if any),
+    then dotted overrides. An error names the file, or the command-line overrides when the
+    file alone is valid."""
     plain = read_yaml(CONFIG_DIR / "default.yaml")
-    source = "default.yaml"
     if path is not None:
         resolved = resolve_config_path(path)
-        update = read_yaml(resolved)
-        update.pop("base", None)
+        update = _read_with_base(resolved)
         try:
             from_dict(Config, merge_plain(plain, update), source="")
         except ConfigError as error:
             raise ConfigError(f"{resolved}: {error}") from error
         plain = merge_plain(plain, update)
-        source = str(resolved)
-    items = (
-        overrides.items()
-        if isinstance(overrides, dict)
-        else (parse_override(o) for o in overrides or [])
-    )
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+        written = ", ".join(f"{key}={value!r}" for key, value in items)
+    else:
+        items = [parse_override(o) for o in overrides or []]
+        written = " ".join(overrides or [])
     for key, value in items:
-        set_dotted(plain, key, value, source="override")
+        set_dotted(plain, key, value, source=f"override {key}")
     try:
         return from_dict(Config, plain, source="")
     except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from error
+        raise ConfigError(f"command-line overrides ({written}): {error}") from error
 
 
 def config_from_plain(plain: dict[str, Any]) -> Config:

@@ -180,39 +180,51 @@ def map_joints(joints: np.ndarray, weights: np.ndarray) -> np.ndarray:
     )  # (T, M, 25, 3)
 
 
+JOINT_LAYOUTS: dict[str, int] = {"ntu25": NUM_NTU_JOINTS, "kinect_v1": len(KINECT_V1_TO_NTU)}
+"""Source layouts a joint map may name (`--joint-map kinect_v1`): layout → joints per body."""
+
+
+def _layout_weights(layout: str, num_source_joints: int, where: str, named_in: str) -> np.ndarray:
+    if num_source_joints != JOINT_LAYOUTS[layout]:
+        raise DatasetError(
+            f"{named_in}: layout {layout!r} has {JOINT_LAYOUTS[layout]} joints but {where} has "
+            f"{num_source_joints} per body"
+        )
+    return (
+        np.eye(NUM_NTU_JOINTS, dtype=np.float32) if layout == "ntu25" else kinect_v1_joint_weights()
+    )
+
+
 def read_joint_map(path: str | Path | None, num_source_joints: int, where: str) -> np.ndarray:
-    """Weights for the `arrays` importer: from `joint_map_file` (format in
-    neuron.importers.arrays), or the identity when there are 25 source joints."""
+    """Weights for the `arrays` importer (`--joint-map`): a layout name of `JOINT_LAYOUTS`, a
+    JSON file (format in neuron.importers.arrays), or the identity when there are 25 source
+    joints and no map."""
     if path is None:
         if num_source_joints != NUM_NTU_JOINTS:
             raise DatasetError(
                 f"{where}: {num_source_joints} joints per body, not the 25 of the NTU layout; give "
-                'joint_map_file, a JSON list with one NTU joint index (or null) per source joint, or {"layout": "kinect_v1"}'
+                "--joint-map kinect_v1 (the 20-joint Kinect v1 skeleton) or --joint-map FILE.json, "
+                "a JSON list with one NTU joint index (or null) per source joint"
             )
         return np.eye(NUM_NTU_JOINTS, dtype=np.float32)
+    if str(path) in JOINT_LAYOUTS and not Path(path).is_file():
+        return _layout_weights(str(path), num_source_joints, where, f"--joint-map {path}")
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: no such joint map file")
+        raise DatasetError(
+            f"--joint-map {path}: no such file and not a layout name ({', '.join(JOINT_LAYOUTS)})"
+        )
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
     if isinstance(spec, dict):
-        layouts = {"ntu25": NUM_NTU_JOINTS, "kinect_v1": len(KINECT_V1_TO_NTU)}
         layout = spec.get("layout")
-        if layout not in layouts:
+        if layout not in JOINT_LAYOUTS:
             raise DatasetError(
-                f"{path}: layout {layout!r}; expected one of {sorted(layouts)} or a JSON list"
+                f"{path}: layout {layout!r}; expected one of {sorted(JOINT_LAYOUTS)} or a JSON list"
             )
-        if num_source_joints != layouts[layout]:
-            raise DatasetError(
-                f"{path}: layout {layout!r} has {layouts[layout]} joints but {where} has {num_source_joints} per body"
-            )
-        return (
-            np.eye(NUM_NTU_JOINTS, dtype=np.float32)
-            if layout == "ntu25"
-            else kinect_v1_joint_weights()
-        )
+        return _layout_weights(layout, num_source_joints, where, str(path))
     if not isinstance(spec, list):
         raise DatasetError(
             f'{path}: expected a JSON list of NTU indices or {{"layout": ...}}, got {type(spec).__name__}'

@@ -108,6 +108,8 @@ def split_samples(
         unseen_classes=cfg.data.unseen_classes,
         validation_classes=0 if all_seen else cfg.data.validation_classes,
         validation_seed=cfg.data.validation_seed,
+        class_names=table.class_names,
+        class_groups=cfg.data.class_groups,
     )
     samples = partition_samples(
         table.labels,

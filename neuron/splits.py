@@ -186,26 +186,126 @@ def _suggest(num_classes: int) -> str:
     return f"no published split has {num_classes} classes; use split=custom with unseen_classes"
 
 
+def resolve_classes(
+    values: tuple[int | str, ...], class_names: tuple[str, ...], field: str
+) -> tuple[int, ...]:
+    """Class ids or names → 0-based ids of a dataset with `class_names` (names match exactly,
+    else ignoring case); an unknown name is an error that names the nearest class names."""
+    by_name = {name: index for index, name in enumerate(class_names)}
+    by_folded = {name.casefold(): index for index, name in enumerate(class_names)}
+    ids = []
+    for value in values:
+        if isinstance(value, str):
+            index = by_name.get(value, by_folded.get(value.casefold()))
+            if index is None:
+                close = difflib.get_close_matches(value, list(class_names), n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+                raise SplitError(
+                    f"{field}: {value!r} is not a class of the dataset; {hint}give class names as "
+                    "`neuron data info FILE` lists them, or 0-based ids"
+                )
+            ids.append(index)
+        else:
+            if not 0 <= int(value) < len(class_names):
+                raise SplitError(
+                    f"{field}: class id {value} is outside 0..{len(class_names) - 1} (the "
+                    f"dataset has {len(class_names)} classes)"
+                )
+            ids.append(int(value))
+    if len(set(ids)) != len(ids):
+        raise SplitError(f"{field}={list(values)}: a class is listed twice")
+    return tuple(ids)
+
+
+def _groups_of(
+    class_groups: tuple[tuple[int | str, ...], ...], class_names: tuple[str, ...]
+) -> list[tuple[int, ...]]:
+    groups = [
+        tuple(sorted(resolve_classes(group, class_names, f"data.class_groups[{index}]")))
+        for index, group in enumerate(class_groups)
+    ]
+    owner: dict[int, int] = {}
+    for index, group in enumerate(groups):
+        for member in group:
+            if member in owner:
+                raise SplitError(
+                    f"data.class_groups: {class_names[member]!r} is in groups {owner[member]} and "
+                    f"{index}; merge them into one group"
+                )
+            owner[member] = index
+    return groups
+
+
+def _check_groups_kept_whole(
+    groups: list[tuple[int, ...]], held_out: tuple[int, ...], role: str, field: str,
+    class_names: tuple[str, ...],
+) -> None:  # fmt: skip
+    for index, group in enumerate(groups):
+        inside = [member for member in group if member in set(held_out)]
+        outside = [member for member in group if member not in set(held_out)]
+        if inside and outside:
+            raise SplitError(
+                f"data.class_groups[{index}]: {class_names[inside[0]]!r} is {role} but "
+                f"{', '.join(repr(class_names[m]) for m in outside)} of its group is not; a group "
+                f"is held out together: add the rest of the group to {field} or take "
+                f"{class_names[inside[0]]!r} out"
+            )
+
+
+def _draw_validation(
+    seen: tuple[int, ...], count: int, groups: list[tuple[int, ...]], seed: int, where: str
+) -> tuple[int, ...]:
+    """`count` seen classes drawn with `seed`; whole groups at a time when there are groups."""
+    rng = np.random.default_rng(seed)
+    if not groups:
+        return tuple(
+            sorted(int(i) for i in rng.choice(np.asarray(seen), size=count, replace=False))
+        )
+    grouped = {member for group in groups for member in group}
+    units = [group for group in groups if set(group) <= set(seen)]
+    units += [(index,) for index in seen if index not in grouped]
+    chosen: list[int] = []
+    for position in rng.permutation(len(units)):
+        unit = units[int(position)]
+        if len(chosen) + len(unit) <= count:
+            chosen.extend(unit)
+    if len(chosen) != count:
+        raise SplitError(
+            f"data.validation_classes={count}: the class groups of {where} cannot make exactly "
+            f"{count} validation classes (drawn whole groups give {len(chosen)}); change the count "
+            "or list the validation classes"
+        )
+    return tuple(sorted(chosen))
+
+
 def make_class_split(
     split: str,
     num_classes: int,
     *,
-    unseen_classes: tuple[int, ...] = (),
-    validation_classes: int,
+    unseen_classes: tuple[int | str, ...] = (),
+    validation_classes: int | tuple[int | str, ...],
     validation_seed: int,
+    class_names: tuple[str, ...] | None = None,
+    class_groups: tuple[tuple[int | str, ...], ...] = (),
 ) -> ClassSplit:
-    """Class roles for a dataset of `num_classes` classes.
+    """Class roles for a dataset of `num_classes` classes named `class_names`.
 
-    `split` is a name in `PUBLISHED_SPLITS`, or `custom` with `unseen_classes`. The validation
-    (pseudo-unseen) classes are a deterministic draw of `validation_classes` seen classes from a
-    numpy Generator seeded with `validation_seed`.
+    `split` is a name in `PUBLISHED_SPLITS`, or `custom` with `unseen_classes` (ids or names).
+    `validation_classes` is an explicit list of (pseudo-unseen) classes, or a count: a
+    deterministic draw of that many seen classes from a numpy Generator seeded with
+    `validation_seed`. Each of `class_groups` is wholly unseen, validation or training; with a
+    count, whole groups are drawn.
     """
+    names = class_names or tuple(str(index) for index in range(num_classes))
+    if len(names) != num_classes:
+        raise SplitError(f"{len(names)} class names for a dataset of {num_classes} classes")
     if split == "custom":
         if not unseen_classes:
             raise SplitError(
-                "data.unseen_classes: empty with data.split=custom; list the unseen class ids"
+                "data.unseen_classes: empty with data.split=custom; list the unseen class ids or "
+                "names, e.g. data.unseen_classes=[3,7]"
             )
-        unseen = tuple(int(i) for i in unseen_classes)
+        unseen = resolve_classes(tuple(unseen_classes), names, "data.unseen_classes")
         where = "data.unseen_classes"
     elif split in PUBLISHED_SPLITS:
         published = PUBLISHED_SPLITS[split]
@@ -227,28 +327,37 @@ def make_class_split(
         raise SplitError(
             f"data.split={split!r}: unknown split; {hint}valid: custom, {', '.join(PUBLISHED_SPLITS)}"
         )
-    out_of_range = sorted({i for i in unseen if not 0 <= i < num_classes})
-    if out_of_range:
-        raise SplitError(
-            f"{where}: unseen class ids {out_of_range} are outside 0..{num_classes - 1} "
-            f"(the dataset has {num_classes} classes)"
-        )
-    if len(set(unseen)) != len(unseen):
-        raise SplitError(f"{where}: unseen class ids {list(unseen)} contain duplicates")
     unseen = tuple(sorted(unseen))
     seen = tuple(i for i in range(num_classes) if i not in set(unseen))
-    if validation_classes < 0:
-        raise SplitError(f"data.validation_classes={validation_classes}: must be >= 0")
-    if len(seen) - validation_classes < 2:
-        raise SplitError(
-            f"data.validation_classes={validation_classes}: {where} leaves {len(seen)} seen classes, "
-            f"so only {len(seen) - validation_classes} would train (at least 2 are needed); use "
-            f"data.validation_classes <= {max(len(seen) - 2, 0)}"
+    groups = _groups_of(class_groups, names)
+    _check_groups_kept_whole(groups, unseen, "unseen", "data.unseen_classes", names)
+    if isinstance(validation_classes, int):
+        if validation_classes < 0:
+            raise SplitError(f"data.validation_classes={validation_classes}: must be >= 0")
+        if len(seen) - validation_classes < 2:
+            raise SplitError(
+                f"data.validation_classes={validation_classes}: {where} leaves {len(seen)} seen "
+                f"classes, so only {len(seen) - validation_classes} would train (at least 2 are "
+                f"needed); use data.validation_classes <= {max(len(seen) - 2, 0)}"
+            )
+        validation = _draw_validation(seen, validation_classes, groups, validation_seed, where)
+    else:
+        listed = resolve_classes(tuple(validation_classes), names, "data.validation_classes")
+        clash = [index for index in listed if index in set(unseen)]
+        if clash:
+            raise SplitError(
+                f"data.validation_classes: {names[clash[0]]!r} is an unseen class ({where}); "
+                "validation classes are carved from the seen classes"
+            )
+        validation = tuple(sorted(listed))
+        _check_groups_kept_whole(
+            groups, validation, "a validation class", "data.validation_classes", names
         )
-    rng = np.random.default_rng(validation_seed)
-    validation = tuple(
-        sorted(int(i) for i in rng.choice(np.asarray(seen), size=validation_classes, replace=False))
-    )
+        if len(seen) - len(validation) < 2:
+            raise SplitError(
+                f"data.validation_classes: {len(validation)} of the {len(seen)} seen classes "
+                "leave fewer than 2 to train; list fewer"
+            )
     training = tuple(i for i in seen if i not in set(validation))
     return ClassSplit(seen=seen, unseen=unseen, validation=validation, training=training)
 

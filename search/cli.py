@@ -8,12 +8,13 @@ imports this package. Ray, Optuna and MLflow are imported only when the command 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
-from neuron.cli import EXIT_INTERRUPTED, parse_arguments, run_handler
+from neuron.cli import EXIT_INTERRUPTED, parse_arguments, program, run_handler
 
 EXIT_BAD_INPUT = 2
 
@@ -107,19 +108,31 @@ def run_command(args: argparse.Namespace) -> int:
         if args.address:
             spec = spec.with_overrides({"address": args.address})
         name = args.name or default_name(spec_path)
+        resume = resume_command(args, name)
         print(
             f"search {name!r}: outputs in {spec.resolved_output_dir() / name}, MLflow store "
-            f"{spec.resolved_tracking_uri()}; if interrupted, continue with --name {name} --resume",
+            f"{spec.resolved_tracking_uri()}\nif interrupted, continue it with:\n  {resume}",
             flush=True,
         )
         result = run_search(spec, name, resume=args.resume)
     except (ConfigError, TrackingError, SearchSetupError) as error:
         return _bad_input(str(error))
     except SearchInterrupted as error:
-        print(f"interrupted: {str(error).replace('SPEC', str(spec_path))}", file=sys.stderr)
+        print(f"interrupted: {error}\ncontinue it with:\n  {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(result.summary())
     return 0
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    """The exact command that continues this search: the same spec, overrides and options,
+    with --name and --resume, runnable from a fresh shell in the same folder."""
+    words = [program("neuron"), "search", args.spec, *args.overrides, "--name", name]
+    if args.tracking_uri:
+        words += ["--tracking-uri", args.tracking_uri]
+    if args.address:
+        words += ["--address", args.address]
+    return shlex.join([*words, "--resume"])
 
 
 def default_name(spec_path: Path) -> str:

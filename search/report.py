@@ -21,9 +21,12 @@ from ray.tune.experiment import Trial
 
 from neuron.atomic import write_text_atomic
 from search.tracking import (
+    TAG_COMPARE_URL,
     TAG_EPOCHS,
+    TAG_NOTE,
     TAG_STATUS,
     TAG_TRIAL,
+    TAG_TRIALS_URL,
     MlflowTracker,
     StudyInfo,
 )
@@ -73,22 +76,117 @@ def best_row(table: pd.DataFrame, mode: str) -> pd.Series | None:
     return candidates.loc[index]
 
 
-def optuna_plots(study: optuna.Study) -> dict[str, Any]:
-    """Optuna's optimisation history, parameter importances (≥ 2 completed trials whose values
-    differ) and parallel coordinates as plotly figures."""
-    from optuna import visualization
+IMPORTANCES_NEED = "needs at least 2 completed trials with different objective values"
+
+
+def optuna_plots(study: optuna.Study) -> tuple[dict[str, Any], str | None]:
+    """Optuna's optimisation history, parameter importances and parallel coordinates as
+    matplotlib figures, and why the importances are missing when they are (fewer than 2
+    completed trials whose values differ, or no searched parameter)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from optuna.visualization import matplotlib as plots
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    figures = {}
-    if completed:
-        figures["optimization_history"] = visualization.plot_optimization_history(study)
-        figures["parallel_coordinate"] = visualization.plot_parallel_coordinate(study)
-    if len(completed) >= 2 and len({t.value for t in completed}) > 1 and completed[0].params:
-        with warnings.catch_warnings():
-            # PED-ANOVA warns about every regime with fewer than 2 trials in a small study.
-            warnings.simplefilter("ignore", UserWarning)
-            figures["param_importances"] = visualization.plot_param_importances(study)
-    return figures
+    figures: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # Optuna marks its matplotlib backend experimental; PED-ANOVA warns about every regime
+        # with fewer than 2 trials in a small study.
+        warnings.simplefilter("ignore")
+        if completed:
+            figures["optimization_history"] = plots.plot_optimization_history(study)
+            if completed[0].params:
+                figures["parallel_coordinate"] = plots.plot_parallel_coordinate(study)
+        values = {t.value for t in completed}
+        if len(completed) < 2 or len(values) < 2:
+            missing = (
+                f"parameter importances not computed: {IMPORTANCES_NEED} "
+                f"({len(completed)} completed, {len(values)} distinct values)"
+            )
+        elif not completed[0].params:
+            missing = "parameter importances not computed: no parameter was searched"
+        else:
+            figures["param_importances"] = plots.plot_param_importances(study)
+            missing = None
+    return figures, missing
+
+
+def save_plot(axes: Any, path: Path) -> None:
+    """A matplotlib plot as a PNG (tens of kB; the MLflow artifact viewer shows images inline),
+    written atomically."""
+    import matplotlib.pyplot as plt
+
+    figure = axes.figure if hasattr(axes, "figure") else axes[0].figure  # (Axes or an array)
+    figure.set_size_inches(9, 5.5)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, format="png", dpi=90)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def description(
+    study: StudyInfo,
+    table: pd.DataFrame,
+    counts: dict[str, int],
+    compare_url: str | None,
+    trials_url: str | None,
+    notes: list[str],
+    top: int = 10,
+) -> str:
+    """The study run's description (Markdown, shown at the top of its MLflow page): counts,
+    the top trials with their objective and searched parameters, the compare link."""
+    done = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+    lines = [
+        f"**Search study {study.study_name}**: objective {study.mode} `{study.objective}` "
+        f"(validation, pseudo-unseen classes); {len(table)} trials: {done}.",
+        "",
+    ]
+    ranked = table.dropna(subset=["objective"]) if not table.empty else table
+    if ranked.empty:
+        lines.append("No trial reported a value of the objective.")
+    else:
+        ranked = ranked.sort_values("objective", ascending=study.mode == "min").head(top)
+        params = [c for c in ranked.columns if str(c).startswith("search.")]
+        header = ["rank", "trial", "objective", "status", "epochs", *(p[7:] for p in params)]
+        if "test/zsl_top1" in ranked.columns:
+            header.append("test ZSL top-1")
+        lines += [
+            f"Top {len(ranked)} trials by objective:",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
+            cells = [
+                str(rank),
+                f"{row['trial_id']}",
+                f"{row['objective']:.4f}",
+                str(row["status"]),
+                str(row["epochs_reached"]),
+                *(_cell(row[p]) for p in params),
+            ]
+            if "test/zsl_top1" in ranked.columns:
+                cells.append(_cell(row["test/zsl_top1"]))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "The best trial's config is the artifact `best_config.yaml`."]
+    if trials_url:
+        lines += [
+            "",
+            f"[All trials, best first, with their objective and parameters]({trials_url})",
+        ]
+    if compare_url:
+        lines += ["", f"[Compare the trials side by side]({compare_url})"]
+    if notes:
+        lines += ["", *(f"Note: {note}." for note in notes)]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value).replace("|", "/")
 
 
 def summarise_study(
@@ -133,6 +231,7 @@ def summarise_study(
             if k == "objective" or (isinstance(k, str) and k.startswith(("test/", "selected/")))
             if isinstance(v, (int, float)) and not math.isnan(float(v))
         ]
+    notes = []
     try:
         optuna_study = optuna.load_study(study_name=study.study_name, storage=study.optuna_storage)
     except KeyError:
@@ -141,10 +240,23 @@ def summarise_study(
         _fail_orphaned_optuna_trials(optuna_study)
         plots = output / "plots"
         plots.mkdir(exist_ok=True)
-        for name, figure in optuna_plots(optuna_study).items():
-            # plotly.js embedded: the plots open offline (about 3.5 MB each).
-            figure.write_html(str(plots / f"{name}.html"), include_plotlyjs=True)
-            tracker.client.log_artifact(study_run_id, str(plots / f"{name}.html"), "plots")
+        figures, missing = optuna_plots(optuna_study)
+        for name, axes in figures.items():
+            save_plot(axes, plots / f"{name}.png")
+            tracker.client.log_artifact(study_run_id, str(plots / f"{name}.png"), "plots")
+        if missing:
+            notes.append(missing)
+            tags["neuron.plots_note"] = missing
+    with_value = table.dropna(subset=["objective"]) if not table.empty else table
+    compare_url = None
+    if not with_value.empty:
+        ranked = with_value.sort_values("objective", ascending=study.mode == "min")
+        compare_url = tracker.compare_url([str(r) for r in ranked["run_id"].head(50)])
+        tags[TAG_COMPARE_URL] = compare_url
+    params = sorted(c for c in table.columns if str(c).startswith("search.")) if len(table) else []
+    trials_url = tracker.share_trials_view(study, params)
+    tags[TAG_TRIALS_URL] = trials_url
+    tags[TAG_NOTE] = description(study, table, counts, compare_url, trials_url, notes)
     tracker.log(study_run_id, metrics=metrics, tags=tags | {TAG_STATUS: "completed"})
     tracker.finish(study_run_id, "FINISHED")
 

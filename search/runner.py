@@ -55,9 +55,11 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import importlib.util
 import json
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
+from neuron.cli import program
 from neuron.config import Config, EvalConfig, to_plain
 from neuron.prepare import Prepared
 from neuron.train import reported_metric_names
@@ -81,12 +84,15 @@ from search.space import SpaceRanges, define_space, max_epochs
 from search.spec import SearchSpec
 from search.staging import PendingPrepared, StagedPrepared, launch_prepare, localize
 from search.tracking import (
+    TAG_COMPARE_URL,
     TAG_SEARCH,
+    TAG_TRIALS_URL,
     MlflowTracker,
     StudyInfo,
     TrackingCallback,
     check_tracking_uri,
     flatten,
+    runs_page_url,
     trial_status,
 )
 from search.trainable import train_trial
@@ -256,6 +262,12 @@ class StudyResult:
     best_config_path: Path | None
     results_path: Path
     counts: dict[str, int]
+    compare_url: str | None = None
+    """MLflow's compare view of the study's trials (best first)."""
+    trials_url: str | None = None
+    """The runs table of the study's trials, best first, objective and parameters as columns."""
+    plots_note: str | None = None
+    """Why a summary plot is missing (parameter importances with < 2 completed trials)."""
 
 
 @dataclass(frozen=True)
@@ -272,13 +284,23 @@ class SearchResult:
 
     def mlflow_ui_command(self) -> str:
         """How to see the runs: the server's runs page, or the `mlflow ui` command for a local
-        store and the page to open once it runs (runs table, studies expand to their trials)."""
-        page = f"#/experiments/{self.experiment_id}/runs"
+        store (absolute paths: it works from any folder) and the page to open once it runs."""
+        page = runs_page_url(self.tracking_uri, self.experiment_id)
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri.rstrip('/')}/{page}"
+            return f"open {page}"
         return (
-            f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000\n"
-            f"  then open http://127.0.0.1:5000/{page}"
+            f"{program('mlflow')} ui --backend-store-uri {absolute_store(self.tracking_uri)} "
+            f"--port 5000\n  then open {page}"
+        )
+
+    def optuna_line(self) -> str:
+        """The Optuna study's storage, and optuna-dashboard's command when it is installed."""
+        storage = absolute_store(self.optuna_storage)
+        if importlib.util.find_spec("optuna_dashboard") is not None:
+            return f"Optuna study: {program('optuna-dashboard')} {storage}"
+        return (
+            f"Optuna study: {storage} (to browse it: {sys.executable} -m pip install "
+            f"optuna-dashboard, then {program('optuna-dashboard')} {storage})"
         )
 
     def summary(self) -> str:
@@ -295,12 +317,26 @@ class SearchResult:
                 f"    best trial {study.best_trial_id}: {self.objective} = {study.best_objective:.4f}"
             )
             lines.append(f"    best config written to {study.best_config_path}")
-            lines.append(f"      train it: neuron train {study.best_config_path}")
+            lines.append(f"      train it: {program('neuron')} train {study.best_config_path}")
             lines.append(f"    results table: {study.results_path} (and .parquet)")
+            if study.trials_url:
+                lines.append(f"    its trials in MLflow, best first: {study.trials_url}")
+            if study.compare_url:
+                lines.append(f"    compare them side by side: {study.compare_url}")
+            if study.plots_note:
+                lines.append(f"    {study.plots_note}")
         lines.append(f"Tune runs (checkpoints, --resume): {self.storage_path}")
-        lines.append(f"Optuna study: optuna-dashboard {self.optuna_storage}")
+        lines.append(self.optuna_line())
         lines.append(f"MLflow UI: {self.mlflow_ui_command()}")
         return "\n".join(lines)
+
+
+def absolute_store(uri: str) -> str:
+    """`sqlite:///runs/x.db` → `sqlite:////abs/runs/x.db`, so a printed command works from
+    any folder; other URIs unchanged."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,8 +590,7 @@ def _run_study(search: _Search, split: str) -> StudyResult:
     if search.tracker.client.get_run(study_run_id).info.status == "KILLED":
         raise SearchInterrupted(
             f"search {name!r} was interrupted in split {split}; its state is saved in "
-            f"{experiment_path}. Continue it with: neuron search SPEC --name {name} --resume "
-            "(the same spec and overrides)"
+            f"{experiment_path}"
         )
     return _study_result(search.tracker, study, study_run_id)
 
@@ -616,6 +651,9 @@ def _study_result(tracker: MlflowTracker, study: StudyInfo, study_run_id: str) -
             k: int(tags.get(f"neuron.trials_{k}", 0))
             for k in ("completed", "stopped_early", "failed")
         },
+        compare_url=tags.get(TAG_COMPARE_URL),
+        trials_url=tags.get(TAG_TRIALS_URL),
+        plots_note=tags.get("neuron.plots_note"),
     )
 
 

@@ -17,12 +17,14 @@ Tune result is one `log_batch` request (step = epoch); params are the flattened 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,8 +52,29 @@ TAG_STATUS = "neuron.status"
 TAG_EPOCHS = "neuron.epochs_reached"
 DIVERGED = "diverged"
 """Result key of a trial whose loss stopped being finite: the reason (search.trainable)."""
+TAG_NOTE = "mlflow.note.content"
+"""The run's description: the MLflow UI shows it (Markdown) at the top of the run page."""
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment in GenAI mode unless this tag says it holds model training."""
+TAG_COMPARE_URL = "neuron.compare_url"
+TAG_TRIALS_URL = "neuron.trials_url"
+TAG_SHARED_VIEW = "mlflow.sharedViewState."
+"""Prefix of the experiment tags holding saved views of the runs table (MLflow UI `Share`)."""
 BATCH = 100
 """MLflow's limit of params or tags per log_batch request."""
+LOCAL_UI = "http://127.0.0.1:5000"
+"""Where `mlflow ui --port 5000` serves a local (SQLite) store."""
+KEY_PARAMETERS = (
+    ("lr", "lr"),
+    ("logit_scale", "scale"),
+    ("spatial_prototypes", "Ks"),
+    ("temporal_prototypes", "Kt"),
+    ("weight_decay", "wd"),
+    ("epochs", "epochs"),
+)
+"""Searched parameters named in a trial's run name (by the last part of their dotted key), in
+order, with their short label; the first three a study searches are shown."""
 
 
 class TrackingError(ValueError):
@@ -213,6 +236,40 @@ def flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+def trial_number(trial: Trial) -> str:
+    """Tune's running number of a trial in its study (the head of its experiment tag,
+    `7_lr=0.03,...` → `7`), else its trial id."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return head if head.isdigit() else trial.trial_id
+
+
+def trial_run_name(
+    study_name: str,
+    number: str,
+    overrides: dict[str, Any],
+    objective: tuple[str, float] | None = None,
+) -> str:
+    """What a trial's run is, readable in the runs table even when cut short: its number, its
+    objective once known, its key hyperparameters, then its study, e.g.
+    `trial 7 · zsl_top1 0.512 · lr 0.031 · scale 12.5 · Ks 40 · quick/synthetic_default`."""
+    parts = [f"trial {number}"]
+    if objective is not None and not math.isnan(objective[1]):
+        parts.append(f"{objective[0].rsplit('/', 1)[-1]} {objective[1]:.3f}")
+    by_name = {key.rsplit(".", 1)[-1]: value for key, value in overrides.items()}
+    labelled = [(label, by_name[name]) for name, label in KEY_PARAMETERS if name in by_name]
+    parts += [f"{label} {_short(value)}" for label, value in labelled[:3]]
+    parts.append(study_name)
+    return " · ".join(parts)
+
+
 def trial_status(result: dict[str, Any] | None) -> tuple[str, int]:
     """("completed" | "stopped early at epoch k", epochs reached) from a trial's last result:
     `fit` puts the final test evaluation (`best_epoch`) on its last report only."""
@@ -235,6 +292,32 @@ def error_reason(error_text: str) -> str:
         if message and " " not in name and short.endswith(("Error", "Exception")):
             return f"{short}:{message}"[:500]
     return lines[-1][:500] if lines else "unknown error"
+
+
+def ui_url(tracking_uri: str) -> str:
+    """The MLflow UI of a store: the tracking server itself, or `mlflow ui` on port 5000."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return LOCAL_UI
+
+
+def runs_page_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs table, in the UI's model-training view."""
+    return (
+        f"{ui_url(tracking_uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+def compare_url(tracking_uri: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's compare view of `run_ids` (params, metrics and plots side by side)."""
+
+    def encoded(values: list[str]) -> str:
+        return urllib.parse.quote(json.dumps(values, separators=(",", ":")), safe=",")
+
+    return (
+        f"{ui_url(tracking_uri)}/#/compare-runs?runs={encoded(run_ids)}"
+        f"&experiments={encoded([experiment_id])}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,11 +349,43 @@ class MlflowTracker:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
                 self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self._artifact_location()
+                    self.experiment,
+                    artifact_location=self._artifact_location(),
+                    tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND},
                 )
             else:
                 self._experiment_id = found.experiment_id
+                if found.tags.get(TAG_EXPERIMENT_KIND) is None:
+                    self.client.set_experiment_tag(
+                        found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND
+                    )
         return self._experiment_id
+
+    def compare_url(self, run_ids: list[str]) -> str:
+        return compare_url(self.tracking_uri, self.experiment_id, run_ids)
+
+    def share_trials_view(self, study: StudyInfo, params: list[str]) -> str:
+        """A saved view of the runs table (an experiment tag the UI reads through the page's
+        `viewStateShareKey`): the study's trials, best first, with the objective, the status,
+        the searched `params` and the unseen-test ZSL as columns. Returns its page."""
+        key = "neuron-" + hashlib.sha256(study.study_name.encode()).hexdigest()[:16]
+        columns = ["metrics.`objective`", f"tags.`{TAG_STATUS}`"]
+        columns += [f"params.`{name}`" for name in params]
+        columns += ["metrics.`fidelity/epochs`", "metrics.`test/zsl_top1`"]
+        state = {
+            "searchFilter": f"tags.`{TAG_STUDY}` = '{study.study_name}' and "
+            f"tags.`{TAG_ROLE}` = 'trial'",
+            "orderByKey": "metrics.`objective`",
+            "orderByAsc": study.mode == "min",
+            "selectedColumns": columns,
+        }
+        self.client.set_experiment_tag(
+            self.experiment_id, TAG_SHARED_VIEW + key, json.dumps(state, separators=(",", ":"))
+        )
+        return (
+            f"{ui_url(self.tracking_uri)}/#/experiments/{self.experiment_id}/runs"
+            f"?viewStateShareKey={key}&workflowType=machine_learning"
+        )
 
     def _artifact_location(self) -> str | None:
         """Beside a SQLite store (MLflow would use ./mlruns of the current folder); a tracking
@@ -396,6 +511,9 @@ class MlflowTracker:
                 TAG_STUDY: study.study_name,
                 "neuron.objective": f"{study.mode} {study.objective}",
                 "neuron.optuna_storage": study.optuna_storage,
+                TAG_NOTE: f"Search study **{study.study_name}** is running: objective "
+                f"{study.mode} `{study.objective}` (validation, pseudo-unseen classes); one child "
+                "run per trial. The results table appears here when the study ends.",
             },
         )
         if created:
@@ -458,7 +576,7 @@ class TrackingCallback(Callback):
         overrides = dict(trial.config.get("overrides", {}))
         run_id, created = self.tracker.ensure_run(
             {TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.trial_id},
-            f"{self.study.split}/{trial.trial_id}",
+            trial_run_name(self.study.study_name, trial_number(trial), overrides),
             self.study_run_id,
             {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
             | self.tracker.provenance_tags()
@@ -539,11 +657,17 @@ class TrackingCallback(Callback):
             objective = self._best_objective(run_id)
         now = int(time.time() * 1000)
         metrics = [Metric("fidelity/epochs", float(epochs), now, epochs)]
+        tags = {TAG_STATUS: status, TAG_EPOCHS: str(epochs)}
         if objective is not None:
             metrics.append(Metric("objective", float(objective), now, epochs))
-        self.tracker.log(
-            run_id, metrics=metrics, tags={TAG_STATUS: status, TAG_EPOCHS: str(epochs)}
-        )
+            # The run name carries the objective: the runs table shows it with no column picked.
+            tags["mlflow.runName"] = trial_run_name(
+                self.study.study_name,
+                trial_number(trial),
+                dict(trial.config.get("overrides", {})),
+                (self.study.objective, float(objective)),
+            )
+        self.tracker.log(run_id, metrics=metrics, tags=tags)
         self.tracker.finish(run_id, mlflow_status)
 
     def _best_objective(self, run_id: str) -> float | None:

@@ -52,6 +52,7 @@ def import_dataset(
     benchmark: str | None = None,
     class_names_file: str | Path | None = None,
     joint_map_file: str | Path | None = None,
+    test_subjects: tuple[int, ...] | None = None,
     progress: bool = True,
     strict: bool = False,
     workers: int = 0,
@@ -74,6 +75,9 @@ def import_dataset(
         )
     if not source.exists():
         raise DatasetError(f"{source}: no such file or folder")
+    if format != "arrays" and (joint_map_file is not None or test_subjects is not None):
+        flag = "--joint-map" if joint_map_file is not None else "--test-subjects"
+        raise DatasetError(f"{flag} is read by the arrays format only, not {format}")
     request = ImportRequest(
         format=format,
         source=source,
@@ -81,6 +85,7 @@ def import_dataset(
         benchmark=benchmark,
         class_names_file=class_names_file,
         joint_map_file=joint_map_file,
+        test_subjects=test_subjects,
         progress=progress,
         strict=strict,
         workers=workers,

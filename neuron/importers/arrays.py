@@ -1,22 +1,28 @@
-"""The `arrays` importer.
+"""The `arrays` importer: your own skeleton data (the contract is also in the README, "Your own
+skeleton data").
 
-A generic container, either
-* an `.npz` with `joints` — an object array of (T, M, V, 3) sequences or a dense
-  (N, T, M, V, 3) array with optional `num_frames` (N,) giving each sequence's length —
-  `labels` (N,) 0-based, and optional `partition` (N,) of "train"/"test", `subject`, `view`,
-  `setup` (N,) ints and `sample_id` (N,) strings; or
+SOURCE is either
+* an `.npz` (read with `allow_pickle=False`: object arrays are refused with a message saying
+  how to convert them) holding `joints` in one of three forms:
+  - variable length, concatenated: (sum of T, M, V, 3) float, the sequences one after another
+    along time, with `lengths` (N,) frames per sequence or `offsets` (N + 1,) (0, ..., sum T);
+  - dense: (N, T, M, V, 3) float with optional `num_frames` (N,) (frames past it are padding);
+  and `labels` (N,) 0-based, optional `partition` (N,) of "train"/"test", `subject`, `view`,
+  `setup` (N,) ints (-1: unknown) and `sample_id` (N,) strings; or
 * a Parquet file with one row per sequence: `label`, `joints` (a flat list of floats,
   row-major (T, M, V, 3)), `num_frames`, `num_bodies`, optional `num_joints` (checked when
   present), `partition`, `sample_id`, `subject`, `view`, `setup`.
-`class_names_file` is required (text, one name per line, or a JSON list). `partition` is
-required unless `benchmark` names a rule benchmark (`neuron.benchmarks.BENCHMARKS`) and the
-subject/view/setup it needs are present. Trailing all-zero bodies are dropped.
-`joint_map_file` maps source joints to the NTU 25-joint layout: a JSON list with one NTU
-index (or null to drop it) per source joint, or `{"layout": "ntu25"}` (identity, the default
-for 25 source joints) or `{"layout": "kinect_v1"}` (the NW-UCLA mapping). An NTU joint
-with no source copies its nearest mapped ancestor along `neuron.joints.NTU_PARENTS` (the
-hand tip copies the hand); when no ancestor is mapped, the nearest mapped joint in the
-kinematic tree (ties: lower index).
+Coordinates are metres, M bodies (trailing all-zero bodies are dropped), V joints per body.
+`--class-names` is required (text, one name per line, or a JSON list; label i is line i).
+The train/test partition comes from, in this order: `--test-subjects` (test iff the subject is
+listed; the file needs `subject`), the `partition` field, or a rule benchmark (`--benchmark`,
+`neuron.benchmarks.BENCHMARKS`) with the subject/view/setup it needs.
+`--joint-map` maps source joints to the NTU 25-joint layout: a layout name (`kinect_v1`, the
+20-joint Kinect v1 / NW-UCLA skeleton, or `ntu25`), or a JSON file holding a list with one NTU
+index (or null to drop it) per source joint, or `{"layout": "kinect_v1"}`. Without it, 25
+source joints are taken as the NTU layout. An NTU joint with no source copies its nearest
+mapped ancestor along `neuron.joints.NTU_PARENTS` (the hand tip copies the hand); when no
+ancestor is mapped, the nearest mapped joint in the kinematic tree (ties: lower index).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from neuron.importers.common import (
     read_class_names,
     trim_sequence,
 )
-from neuron.importers.npz import npz_keys, require_keys
+from neuron.importers.npz import npz_header, npz_keys, require_keys
 from neuron.joints import map_joints, read_joint_map
 
 
@@ -65,7 +71,28 @@ def _resolve_partitions(
     subject: np.ndarray,
     view: np.ndarray,
     setup: np.ndarray,
+    test_subjects: tuple[int, ...] | None = None,
 ) -> np.ndarray:
+    if test_subjects is not None:
+        if (subject < 0).all():
+            raise DatasetError(
+                f"{where}: --test-subjects needs the subject of every sequence, but the file has "
+                "no `subject` field (or only -1, unknown); add one, or give `partition`"
+            )
+        unknown = int((subject < 0).sum())
+        if unknown:
+            first = int(np.flatnonzero(subject < 0)[0])
+            raise DatasetError(
+                f"{where}: --test-subjects: {unknown} sequences have an unknown subject (-1), "
+                f"the first at index {first}; give every sequence a subject id"
+            )
+        absent = sorted(set(test_subjects) - set(subject.tolist()))
+        if absent:
+            raise DatasetError(
+                f"{where}: --test-subjects lists {absent}, which no sequence has; the file's "
+                f"subjects are {sorted(set(subject.tolist()))}"
+            )
+        return np.where(np.isin(subject, test_subjects), "test", "train")
     if columns.get("partition") is not None:
         partition = np.asarray(columns["partition"]).astype(str)
         if partition.shape != (count,):
@@ -89,8 +116,9 @@ def _resolve_partitions(
             [partition_of(benchmark, s, v, e) for s, v, e in zip(subject, view, setup, strict=True)]
         )
     raise DatasetError(
-        f"{where}: no partition field; add `partition` ('train'/'test' per sequence) or pass a rule benchmark "
-        f"({', '.join(BENCHMARK_NAMES)}) together with the subject/view/setup it needs"
+        f"{where}: no partition field; add `partition` ('train'/'test' per sequence), give "
+        "--test-subjects (e.g. --test-subjects 2,5 with a `subject` field), or pass a rule "
+        f"--benchmark ({', '.join(BENCHMARK_NAMES)}) together with the subject/view/setup it needs"
     )
 
 
@@ -106,49 +134,98 @@ class _ArraysContent:
     """Index → (T, M, V_src, 3) float32."""
 
 
+OBJECT_ARRAY_FIX = (
+    "object arrays need pickle to load, and a data file is never unpickled; store the "
+    "sequences concatenated along time instead: np.savez(FILE, "
+    "joints=np.concatenate(sequences), lengths=[len(s) for s in sequences], labels=...), "
+    "or a dense (N, T, M, V, 3) array with num_frames, or strings as a '<U' array "
+    "(np.array(names, dtype=str)); see the README, 'Your own skeleton data'"
+)
+"""How to convert an `.npz` that holds object arrays (the message of the error about them)."""
+
+
 def _read_arrays_npz(source: Path) -> _ArraysContent:
     where = str(source)
     keys = npz_keys(source)
     require_keys(source, keys, ("joints", "labels"))
-    # Object arrays of sequences need pickle; the file is the user's own data.
-    with np.load(source, allow_pickle=True) as archive:
+    for key in keys:  # headers only: nothing is unpickled, even to find out
+        if npz_header(source, key)[1].hasobject:
+            raise DatasetError(
+                f"{where}: {key} is an object array (dtype=object); {OBJECT_ARRAY_FIX}"
+            )
+    with np.load(source, allow_pickle=False) as archive:
         columns: dict[str, Any] = {key: archive[key] for key in keys}
     joints = columns.pop("joints")
+    if "lengths" in columns or "offsets" in columns:
+        starts, stops = _concatenated_bounds(columns, joints, where)
+        count = len(starts)
+
+        def sequence_at(index: int) -> np.ndarray:
+            sequence = joints[starts[index] : stops[index]]  # (T, M, V, 3)
+            return np.asarray(sequence, dtype=np.float32)
+
+        num_source_joints = int(joints.shape[2])
+        return _ArraysContent(columns, count, num_source_joints, sequence_at)
+    if joints.ndim != 5 or joints.shape[-1] != 3 or min(joints.shape[1:]) < 1:
+        raise DatasetError(
+            f"{where}: joints has shape {joints.shape}, expected (N, T, M, V, 3) with optional "
+            "num_frames (N,), or (sum of T, M, V, 3) with lengths (N,) or offsets (N + 1,)"
+        )
     lengths: np.ndarray | None = None
-    if joints.dtype == object:
-        for index, sequence in enumerate(joints):
-            shape = np.shape(sequence)
-            if len(shape) != 4 or shape[-1] != 3 or shape[0] < 1 or shape[1] < 1:
-                raise DatasetError(
-                    f"{where}: joints[{index}] has shape {shape}, expected (T, M, V, 3) with T, M >= 1"
-                )
-    else:
-        if joints.ndim != 5 or joints.shape[-1] != 3 or min(joints.shape[1:]) < 1:
+    if "num_frames" in columns:
+        lengths = _optional_ints(columns, "num_frames", len(joints), where)
+        bad = np.flatnonzero((lengths < 1) | (lengths > joints.shape[1]))
+        if bad.size:
             raise DatasetError(
-                f"{where}: joints has shape {joints.shape}, expected (N, T, M, V, 3) "
-                "or an object array of (T, M, V, 3) sequences"
-            )
-        if "num_frames" in columns:
-            lengths = _optional_ints(columns, "num_frames", len(joints), where)
-            bad = np.flatnonzero((lengths < 1) | (lengths > joints.shape[1]))
-            if bad.size:
-                raise DatasetError(
-                    f"{where}: num_frames[{bad[0]}] = {lengths[bad[0]]}, expected 1..{joints.shape[1]}"
-                )
-    count = len(joints)
-    num_source_joints = int(np.shape(joints[0])[2]) if count else 0
-    for index in range(count):
-        if np.shape(joints[index])[2] != num_source_joints:
-            raise DatasetError(
-                f"{where}: joints[{index}] has {np.shape(joints[index])[2]} joints per body, "
-                f"joints[0] has {num_source_joints}; every sequence needs the same layout"
+                f"{where}: num_frames[{bad[0]}] = {lengths[bad[0]]}, expected 1..{joints.shape[1]}"
             )
 
-    def sequence_at(index: int) -> np.ndarray:
+    def dense_at(index: int) -> np.ndarray:
         sequence = np.asarray(joints[index], dtype=np.float32)
         return sequence if lengths is None else sequence[: lengths[index]]
 
-    return _ArraysContent(columns, count, num_source_joints, sequence_at)
+    return _ArraysContent(columns, len(joints), int(joints.shape[3]), dense_at)
+
+
+def _concatenated_bounds(
+    columns: dict[str, Any], joints: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) frame of each sequence in a time-concatenated `joints` (sum T, M, V, 3),
+    from `lengths` (N,) or `offsets` (N + 1,: 0, then each sequence's end)."""
+    if joints.ndim != 4 or joints.shape[-1] != 3 or min(joints.shape[1:]) < 1:
+        raise DatasetError(
+            f"{where}: joints has shape {joints.shape}; with lengths/offsets it must be the "
+            "sequences concatenated along time, (sum of T, M, V, 3)"
+        )
+    total = joints.shape[0]
+    if "lengths" in columns:
+        lengths = as_integer_labels(np.asarray(columns.pop("lengths")), where, "lengths")
+        bad = np.flatnonzero(lengths < 1)
+        if bad.size:
+            raise DatasetError(
+                f"{where}: lengths[{bad[0]}] = {lengths[bad[0]]}; every sequence needs >= 1 frame"
+            )
+        if int(lengths.sum()) != total:
+            raise DatasetError(
+                f"{where}: lengths sum to {int(lengths.sum())} frames but joints has {total} "
+                "(its first axis is the sequences concatenated along time)"
+            )
+        stops = np.cumsum(lengths)
+        return stops - lengths, stops
+    offsets = as_integer_labels(np.asarray(columns.pop("offsets")), where, "offsets")
+    if len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != total:
+        raise DatasetError(
+            f"{where}: offsets must start at 0 and end at {total} (the frames in joints), one "
+            f"more entry than sequences; got {len(offsets)} entries from "
+            f"{offsets[0] if len(offsets) else None} to {offsets[-1] if len(offsets) else None}"
+        )
+    bad = np.flatnonzero(np.diff(offsets) < 1)
+    if bad.size:
+        raise DatasetError(
+            f"{where}: offsets[{bad[0] + 1}] = {offsets[bad[0] + 1]} is not after "
+            f"offsets[{bad[0]}] = {offsets[bad[0]]}; every sequence needs >= 1 frame"
+        )
+    return offsets[:-1], offsets[1:]
 
 
 def _read_arrays_parquet(source: Path) -> _ArraysContent:
@@ -223,7 +300,8 @@ def plan(request: ImportRequest) -> ImportPlan:
     )
     if class_names_file is None:
         raise DatasetError(
-            "arrays: class_names_file is required (text, one class name per line, or a JSON list)"
+            "arrays: --class-names FILE is required (text, one class name per line in label "
+            "order, or a JSON list)"
         )
     class_names = read_class_names(class_names_file)
     where = str(source)
@@ -248,7 +326,7 @@ def plan(request: ImportRequest) -> ImportPlan:
         len(class_names),
         where,
         "labels",
-        f"class_names_file {class_names_file} lists {len(class_names)} names",
+        f"--class-names {class_names_file} lists {len(class_names)} names",
     )
     if columns.get("sample_id") is None:
         sample_ids = [f"sequence_{index:06d}" for index in range(count)]
@@ -261,7 +339,9 @@ def plan(request: ImportRequest) -> ImportPlan:
     subject = _optional_ints(columns, "subject", count, where)
     view = _optional_ints(columns, "view", count, where)
     setup = _optional_ints(columns, "setup", count, where)
-    partition = _resolve_partitions(columns, count, benchmark, where, subject, view, setup)
+    partition = _resolve_partitions(
+        columns, count, benchmark, where, subject, view, setup, request.test_subjects
+    )
     weights = read_joint_map(request.joint_map_file, content.num_source_joints, where)
     dataset = BENCHMARKS[benchmark].dataset if benchmark in BENCHMARKS else "custom"
     info = DatasetInfo(

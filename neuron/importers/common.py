@@ -38,7 +38,10 @@ class ImportRequest:
     """Benchmark name (`neuron.benchmarks`); some formats require it, others default it."""
     class_names_file: str | Path | None = None
     joint_map_file: str | Path | None = None
-    """`arrays` only: source joints → NTU layout (see neuron.importers.arrays)."""
+    """`arrays` only: source joints → NTU layout, a layout name (`kinect_v1`) or a JSON file
+    (see neuron.importers.arrays)."""
+    test_subjects: tuple[int, ...] | None = None
+    """`arrays` only: the subjects whose sequences form the test partition (the rest: train)."""
     progress: bool = True
     strict: bool = False
     """Stop at the first malformed item instead of skipping it."""
@@ -117,7 +120,7 @@ def class_names_for(dataset: str, class_names_file: str | Path | None) -> tuple[
     if len(names) != len(expected):
         raise DatasetError(
             f"{class_names_file}: {len(names)} class names, but {dataset} has {len(expected)} classes; "
-            "give one name per class or leave class_names_file out to use the built-in names"
+            "give one name per class or leave --class-names out to use the built-in names"
         )
     return names
 

@@ -88,7 +88,7 @@ def import_features(request: ImportRequest) -> dict[str, Any]:
         class_names = DATASET_CLASSES[dataset]
     else:
         raise DatasetError(
-            "synse-features: give benchmark (e.g. ntu60-xsub) or class_names_file to name the classes"
+            "synse-features: give --benchmark (e.g. ntu60-xsub) or --class-names FILE to name the classes"
         )
     arrays = load_synse_features(source)
     features, labels, subsets = [], [], []

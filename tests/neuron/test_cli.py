@@ -99,3 +99,90 @@ def test_import_of_a_missing_source_fails_cleanly(tmp_path: Path, capsys) -> Non
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_data_info_lists_classes_counts_partitions_and_unknown_subjects(
+    tmp_path: Path, capsys
+) -> None:
+    source = tmp_path / "mine.npz"
+    joints = np.random.default_rng(1).normal(size=(5, 4, 1, 25, 3)).astype(np.float32)
+    np.savez(
+        source,
+        joints=joints,
+        labels=np.array([0, 0, 2, 2, 2]),
+        partition=np.array(["train", "test", "train", "train", "test"]),
+    )
+    names = tmp_path / "classes.txt"
+    names.write_text("Wave your hand\nclap\nJump\n")
+    out = tmp_path / "mine.arrow"
+    argv = ["data", "import", "arrays", str(source), "--out", str(out), "--class-names", str(names)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["data", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "subjects            unknown (-1 for all 5 sequences)" in text
+    lines = [line.split() for line in text.splitlines()]
+    assert ["id", "class", "sequences", "train", "test"] in lines
+    assert ["0", "Wave", "your", "hand", "2", "1", "1"] in lines
+    assert ["1", "clap", "0", "0", "0", "(no", "sequences)"] in lines
+    assert ["2", "Jump", "3", "2", "1"] in lines
+    assert ["all", "5", "3", "2"] in lines
+
+
+def test_import_errors_name_the_flags_the_user_typed(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "kinect.npz"
+    np.savez(source, joints=np.ones((2, 3, 1, 20, 3)), labels=[0, 1], subject=[1, 2])
+    out = tmp_path / "out.arrow"
+    names = tmp_path / "classes.txt"
+    names.write_text("a\nb\n")
+    cases = [
+        ([], "arrays: --class-names FILE is required"),
+        (["--class-names", str(names), "--test-subjects", "2"], "give --joint-map kinect_v1"),
+        (["--class-names", str(names), "--joint-map", "kinect_v1"], "give --test-subjects"),
+    ]
+    for options, message in cases:
+        assert main(["data", "import", "arrays", str(source), "--out", str(out), *options]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "class_names_file" not in err and "joint_map_file" not in err
+    with pytest.raises(SystemExit):
+        main(["data", "import", "arrays", str(source), "--out", str(out), "--test-subjects", "x"])
+    assert "expected comma-separated integer subject ids" in capsys.readouterr().err
+    assert not out.exists()
+    argv = ["data", "import", "arrays", str(source), "--out", str(out), "--class-names"]
+    assert main([*argv, str(names), "--joint-map", "kinect_v1", "--test-subjects", "2"]) == 0
+
+
+def test_config_errors_name_the_command_line_and_the_full_key(tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: tiny\n")
+    assert main(["train", str(mine), "model.spatial_prototype=3"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'model.spatial_prototypes'?" in err and "mine.yaml" not in err
+    assert main(["train", str(mine), "data.side_information=descriptions"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: command-line overrides (data.side_information=descriptions)")
+    assert "data.side_information.source=descriptions" in err
+
+
+def test_the_epoch_log_names_each_metric_once() -> None:
+    from neuron.cli import format_epoch_line
+
+    metrics = {"epoch": 3, "train/loss": 1.5, "val/zsl_top1": 0.5, "val/gzsl_h": 0.25}
+    metrics["epoch_seconds"] = 2.0
+    line = format_epoch_line(metrics, "val/gzsl_h", 10)
+    assert line == "epoch   3/10  loss 1.5000  val/gzsl_h 0.250  (2.0 s)"
+    line = format_epoch_line(metrics, "val/zsl_top1", 10)
+    assert line == "epoch   3/10  loss 1.5000  val/zsl_top1 0.500  val/gzsl_h 0.250  (2.0 s)"
+
+
+def test_printed_programs_run_from_a_fresh_shell(monkeypatch) -> None:
+    import sys
+
+    from neuron.cli import program
+
+    installed = Path(sys.executable).parent / "neuron"
+    assert installed.is_file()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the environment is not active
+    assert program("neuron") == str(installed.absolute())
+    monkeypatch.setenv("PATH", f"{installed.parent}:/usr/bin:/bin")  # it is
+    assert program("neuron") == "neuron"

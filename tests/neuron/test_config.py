@@ -32,7 +32,7 @@ def test_default_yaml_is_complete() -> None:
 
 def test_unknown_key_suggests_the_nearest_valid_key() -> None:
     with pytest.raises(
-        ConfigError, match=r"model\.spatial_prototype.*did you mean 'spatial_prototypes'"
+        ConfigError, match=r"model\.spatial_prototype.*did you mean 'model\.spatial_prototypes'"
     ):
         load_config("tiny", ["model.spatial_prototype=3"])
 
@@ -89,7 +89,7 @@ def test_type_errors_name_the_field() -> None:
 def test_bad_yaml_file_is_named(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochz: 3\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml.*train\.epochz.*'epochs'"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*train\.epochz.*'train\.epochs'"):
         load_config(path)
 
 
@@ -179,3 +179,61 @@ def _undocumented_fields(module_path: Path) -> list[str]:
 
 def test_every_config_field_has_a_docstring() -> None:
     assert _undocumented_fields(Path(config_module.__file__)) == []
+
+
+def test_class_lists_take_names_and_ids_and_groups() -> None:
+    config = load_config(
+        "tiny",
+        [
+            "data.split=custom",
+            "data.unseen_classes=[Swim, Bow]",
+            "data.validation_classes=[Sit, 3]",
+            "data.class_groups=[[Wave your hand, Wave your other hand], [Jump, 2]]",
+        ],
+    )
+    assert config.data.unseen_classes == ("Swim", "Bow")
+    assert config.data.validation_classes == ("Sit", 3)
+    assert config.data.class_groups == (("Wave your hand", "Wave your other hand"), ("Jump", 2))
+    assert load_config("tiny", ["data.validation_classes=3"]).data.validation_classes == 3
+    with pytest.raises(ConfigError, match=r"data\.validation_classes=\[\]: list at least one"):
+        load_config("tiny", ["data.validation_classes=[]"])
+
+
+def test_a_scalar_for_a_section_names_its_keys() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"command-line overrides \(data\.side_information=descriptions\): "
+        r"data\.side_information='descriptions': data\.side_information is a section, not a "
+        r"value; set its keys \(data\.side_information\.source, data\.side_information\.path,"
+        r".*e\.g\. data\.side_information\.source=descriptions",
+    ):
+        load_config("tiny", ["data.side_information=descriptions"])
+
+
+def test_override_errors_blame_the_command_line_not_the_file(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["train.epochs=0"])
+    message = str(caught.value)
+    assert message.startswith("command-line overrides (train.epochs=0): train.epochs=0")
+    assert "mine.yaml" not in message
+
+
+def test_base_in_a_training_yaml_is_honoured(tmp_path) -> None:
+    (tmp_path / "mine.yaml").write_text("base: quick\ntrain:\n  epochs: 3\n")
+    mine = load_config(tmp_path / "mine.yaml")
+    quick = load_config("quick")
+    assert mine.train.epochs == 3
+    assert mine.model == quick.model and mine.data == quick.data
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nmodel:\n  hidden: 8\n")
+    child = load_config(tmp_path / "child.yaml")
+    assert child.train.epochs == 3 and child.model.hidden == 8
+    assert child.model.spatial_prototypes == quick.model.spatial_prototypes
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: base: the configs name each other in a cycle"):
+        load_config(tmp_path / "b.yaml")
+    (tmp_path / "bad.yaml").write_text("base: quik\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: base: quik: no such config file or shipped"):
+        load_config(tmp_path / "bad.yaml")

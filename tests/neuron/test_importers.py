@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +21,13 @@ from neuron.importers import IMPORT_FORMATS, dataset_summary, import_dataset, nt
 from neuron.importers.npz import iter_npz_rows
 from neuron.importers.ntu_raw import read_ntu_skeleton, select_bodies
 from neuron.importers.synse import load_synse_features
-from neuron.joints import KINECT_V1_TO_NTU, NTU_PARENTS, joint_weights_from_map
+from neuron.joints import (
+    KINECT_V1_TO_NTU,
+    NTU_PARENTS,
+    joint_weights_from_map,
+    kinect_v1_joint_weights,
+    map_joints,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NTU_RAW = SHARED_DATA / "ntu_raw_samples"
@@ -592,37 +601,133 @@ def _class_file(tmp_path: Path, count: int, json_list: bool = False) -> Path:
     return path
 
 
-def test_arrays_npz_object_sequences(tmp_path: Path) -> None:
+def test_arrays_npz_variable_length_sequences_without_pickle(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     sequences = [
-        rng.normal(size=(t, m, 25, 3)).astype(np.float32) for t, m in ((4, 1), (9, 2), (1, 1))
+        rng.normal(size=(t, m, 25, 3)).astype(np.float32) for t, m in ((4, 2), (9, 2), (1, 2))
     ]
-    joints = np.empty(3, dtype=object)
-    joints[:] = sequences
-    source = tmp_path / "mine.npz"
-    np.savez(
-        source, joints=joints, labels=np.array([2, 0, 1]), partition=np.array(["train", "test", "train"]),
-        subject=np.array([1, 2, 3]), sample_id=np.array(["x", "y", "z"]),
+    sequences[0][:, 1] = 0  # one body only: the zero second body is dropped
+    fields: dict[str, Any] = {
+        "labels": np.array([2, 0, 1]), "partition": np.array(["train", "test", "train"]),
+        "subject": np.array([1, 2, 3]), "sample_id": np.array(["x", "y", "z"]),
+    }  # fmt: skip
+    lengths = tmp_path / "lengths.npz"
+    np.savez(lengths, joints=np.concatenate(sequences), lengths=[4, 9, 1], **fields)
+    offsets = tmp_path / "offsets.npz"
+    np.savez(offsets, joints=np.concatenate(sequences), offsets=[0, 4, 13, 14], **fields)
+    for source in (lengths, offsets):
+        out = tmp_path / f"{source.stem}.arrow"
+        summary = import_dataset(
+            "arrays", source, out, class_names_file=_class_file(tmp_path, 3, True), progress=False
+        )
+        assert (summary["sequences"], summary["classes"], summary["dataset"]) == (3, 3, "custom")
+        table = SkeletonTable(out)
+        assert table.sample_ids == ["x", "y", "z"]
+        assert table.class_names == ("action 0", "action 1", "action 2")
+        assert table.subject.tolist() == [1, 2, 3] and table.view.tolist() == [-1, -1, -1]
+        assert table.num_bodies.tolist() == [1, 2, 2]
+        np.testing.assert_array_equal(table.sequence(0), sequences[0][:, :1])
+        for index in (1, 2):
+            np.testing.assert_array_equal(table.sequence(index), sequences[index])
+    joints = np.concatenate(sequences)
+    bad_cases: list[tuple[dict[str, Any], str]] = [
+        ({"lengths": [4, 9, 2]}, r"lengths sum to 15 frames but joints has 14"),
+        ({"lengths": [4, 10, 0]}, r"lengths\[2\] = 0; every sequence needs >= 1 frame"),
+        ({"offsets": [0, 4, 13]}, r"offsets must start at 0 and end at 14"),
+        ({"offsets": [0, 9, 4, 14]}, r"offsets\[2\] = 4 is not after offsets\[1\] = 9"),
+    ]
+    for index, (bounds, message) in enumerate(bad_cases):
+        source = tmp_path / f"bad{index}.npz"
+        np.savez(source, joints=joints, **bounds, **fields)
+        with pytest.raises(DatasetError, match=rf"bad{index}\.npz: {message}"):
+            import_dataset(
+                "arrays", source, tmp_path / "o.arrow",
+                class_names_file=_class_file(tmp_path, 3), progress=False,
+            )  # fmt: skip
+
+
+class _WritesMarker:
+    """Unpickling this object writes a marker file: proof that a loader ran pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_arrays_npz_object_arrays_are_refused_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    for key in ("joints", "sample_id"):
+        payload = np.empty(2, dtype=object)
+        payload[:] = [_WritesMarker(marker), np.ones((2, 1, 25, 3), np.float32)]
+        fields: dict[str, Any] = {
+            "joints": np.ones((2, 2, 1, 25, 3), np.float32), "labels": np.array([0, 1]),
+            "partition": np.array(["train", "test"]), key: payload,
+        }  # fmt: skip
+        source = tmp_path / f"evil_{key}.npz"
+        np.savez(source, **fields)
+        assert not marker.exists()
+        with pytest.raises(
+            DatasetError,
+            match=rf"evil_{key}\.npz: {key} is an object array \(dtype=object\); object arrays "
+            r"need pickle to load, and a data file is never unpickled; store the sequences "
+            r"concatenated along time instead: np\.savez\(FILE, joints=np\.concatenate",
+        ):
+            import_dataset(
+                "arrays", source, tmp_path / "o.arrow",
+                class_names_file=_class_file(tmp_path, 2), progress=False,
+            )  # fmt: skip
+        assert not marker.exists()
+        assert not (tmp_path / "o.arrow").exists()
+    # The CLI says the same on stderr, exit code 2, no traceback.
+    completed = subprocess.run(
+        [sys.executable, "-m", "neuron.cli", "data", "import", "arrays",
+         str(tmp_path / "evil_joints.npz"), "--out", str(tmp_path / "o.arrow"),
+         "--class-names", str(_class_file(tmp_path, 2))],
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr
+    assert "joints is an object array" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not marker.exists()
+
+
+def test_arrays_test_subjects_and_inline_kinect_joint_map(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    joints = rng.normal(size=(4, 3, 1, 20, 3)).astype(np.float32)  # Kinect v1: 20 joints
+    source = tmp_path / "kinect.npz"
+    np.savez(source, joints=joints, labels=[0, 1, 0, 1], subject=[1, 2, 3, 2])
     summary = import_dataset(
-        "arrays",
-        source,
-        tmp_path / "a.arrow",
-        class_names_file=_class_file(tmp_path, 3, True),
-        progress=False,
-    )
-    assert (summary["sequences"], summary["classes"], summary["dataset"], summary["benchmark"]) == (
-        3,
-        3,
-        "custom",
-        "custom",
-    )
-    table = SkeletonTable(tmp_path / "a.arrow")
-    assert table.sample_ids == ["x", "y", "z"]
-    assert table.class_names == ("action 0", "action 1", "action 2")
-    assert table.subject.tolist() == [1, 2, 3] and table.view.tolist() == [-1, -1, -1]
-    for index, sequence in enumerate(sequences):
-        np.testing.assert_array_equal(table.sequence(index), sequence)
+        "arrays", source, tmp_path / "k.arrow", class_names_file=_class_file(tmp_path, 2),
+        joint_map_file="kinect_v1", test_subjects=(2,), progress=False,
+    )  # fmt: skip
+    assert (summary["train"], summary["test"]) == (2, 2)
+    table = SkeletonTable(tmp_path / "k.arrow")
+    assert table.partition.tolist() == ["train", "test", "train", "test"]
+    expected = map_joints(joints[1], kinect_v1_joint_weights())
+    np.testing.assert_allclose(table.sequence(1), expected, rtol=1e-6)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"test_subjects": (7,)}, r"--test-subjects lists \[7\], which no sequence has; the file's subjects are \[1, 2, 3\]"),
+        ({"joint_map_file": "ntu25"}, r"--joint-map ntu25: layout 'ntu25' has 25 joints but .*kinect\.npz has 20 per body"),
+        ({"joint_map_file": "kinect_v2"}, r"--joint-map kinect_v2: no such file and not a layout name \(ntu25, kinect_v1\)"),
+    ]  # fmt: skip
+    for options, message in cases:
+        options = {"joint_map_file": "kinect_v1", "test_subjects": (2,)} | options
+        with pytest.raises(DatasetError, match=message):
+            import_dataset(
+                "arrays", source, tmp_path / "o.arrow",
+                class_names_file=_class_file(tmp_path, 2), progress=False, **options,
+            )  # fmt: skip
+    np.savez(tmp_path / "nosubject.npz", joints=joints, labels=[0, 1, 0, 1])
+    with pytest.raises(DatasetError, match="--test-subjects needs the subject of every sequence"):
+        import_dataset(
+            "arrays", tmp_path / "nosubject.npz", tmp_path / "o.arrow",
+            class_names_file=_class_file(tmp_path, 2), joint_map_file="kinect_v1",
+            test_subjects=(2,), progress=False,
+        )  # fmt: skip
 
 
 def test_arrays_npz_dense_with_joint_map(tmp_path: Path) -> None:
@@ -744,7 +849,7 @@ def test_arrays_errors_name_field_and_value(tmp_path: Path) -> None:
     classes = _class_file(tmp_path, 3)
     cases = [
         ({"labels": np.array([0, 3, 1]), "partition": np.array(["train"] * 3)},
-         r"labels\[1\] = 3 is outside 0\.\.2 \(3 classes\); class_names_file .*classes\.txt lists 3 names"),
+         r"labels\[1\] = 3 is outside 0\.\.2 \(3 classes\); --class-names .*classes\.txt lists 3 names"),
         ({"labels": np.array([0, 1, 1]), "partition": np.array(["train", "val", "test"])},
          r"partition\[1\] = 'val'; every entry must be 'train' or 'test'"),
         ({"labels": np.array([0, 1, 1])}, "no partition field; add `partition`"),
@@ -757,29 +862,16 @@ def test_arrays_errors_name_field_and_value(tmp_path: Path) -> None:
             import_dataset(
                 "arrays", source, tmp_path / "out.arrow", class_names_file=classes, progress=False
             )
-    with pytest.raises(DatasetError, match="arrays: class_names_file is required"):
+    with pytest.raises(DatasetError, match="arrays: --class-names FILE is required"):
         import_dataset("arrays", tmp_path / "case0.npz", tmp_path / "out.arrow", progress=False)
     twenty = tmp_path / "twenty.npz"
     np.savez(twenty, joints=np.ones((1, 2, 1, 20, 3)), labels=[0], partition=["train"])
     with pytest.raises(
         DatasetError,
-        match=r"twenty\.npz: 20 joints per body, not the 25 of the NTU layout; give joint_map_file",
+        match=r"twenty\.npz: 20 joints per body, not the 25 of the NTU layout; give --joint-map kinect_v1",
     ):
         import_dataset(
             "arrays", twenty, tmp_path / "out.arrow", class_names_file=classes, progress=False
-        )
-    mixed = np.empty(2, dtype=object)
-    mixed[:] = [np.ones((2, 1, 25, 3)), np.ones((2, 1, 20, 3))]
-    np.savez(tmp_path / "mixed.npz", joints=mixed, labels=[0, 1], partition=["train", "test"])
-    with pytest.raises(
-        DatasetError, match=r"mixed\.npz: joints\[1\] has 20 joints per body, joints\[0\] has 25"
-    ):
-        import_dataset(
-            "arrays",
-            tmp_path / "mixed.npz",
-            tmp_path / "out.arrow",
-            class_names_file=classes,
-            progress=False,
         )
     duplicate_names = tmp_path / "dupes.txt"
     duplicate_names.write_text("wave\nkick\nwave\n")
@@ -843,7 +935,7 @@ def test_synse_features_errors(tmp_path: Path) -> None:
         load_synse_features(folder)
     (tmp_path / "again").mkdir()
     folder, _ = _synse_folder(tmp_path / "again")
-    with pytest.raises(DatasetError, match="give benchmark"):
+    with pytest.raises(DatasetError, match="give --benchmark"):
         import_dataset("synse-features", folder, tmp_path / "s.arrow", progress=False)
     with pytest.raises(DatasetError, match=r"train_label\.npy: labels\[3\] = 3 is outside 0\.\.2"):
         import_dataset(

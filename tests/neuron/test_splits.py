@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,10 +146,10 @@ def test_published_split_on_a_dataset_of_another_size_names_the_right_splits() -
 @pytest.mark.parametrize(
     ("split", "num_classes", "unseen", "validation", "message"),
     [
-        ("custom", 10, (3, 10), 1, r"\[10\] are outside 0\.\.9"),
+        ("custom", 10, (3, 10), 1, r"class id 10 is outside 0\.\.9"),
         ("custom", 10, (-1,), 1, r"outside 0\.\.9"),
         ("custom", 10, (), 1, "empty"),
-        ("custom", 10, (1, 1), 1, "duplicates"),
+        ("custom", 10, (1, 1), 1, "a class is listed twice"),
         ("custom", 5, (0, 1), 2, r"only 1 would train.*validation_classes <= 1"),
         ("synthetic_default", 20, (), -1, "must be >= 0"),
         ("ntu60_55", 60, (), 1, "did you mean 'ntu60_55_5'"),
@@ -267,3 +268,39 @@ def test_empty_train_or_test_unseen_is_an_error() -> None:
         partition_samples(
             labels, np.array(["train"] * 7 + ["val"]), split, heldout_fraction=0.1, seed=0
         )
+
+
+NAMES = ("Wave your hand", "Wave your other hand", "Jump", "Jump as high as you can", "Swim",
+         "Bow", "Sit", "Stand", "Kick", "Clap")  # fmt: skip
+
+
+def test_classes_by_name_explicit_validation_and_groups() -> None:
+    split = make_class_split(
+        "custom", 10, unseen_classes=("Swim", "bow"), validation_classes=("Sit", 9),
+        validation_seed=0, class_names=NAMES,
+    )  # fmt: skip
+    assert split.unseen == (4, 5) and split.validation == (6, 9)
+    assert split.training == (0, 1, 2, 3, 7, 8)
+    groups = (("Wave your hand", "Wave your other hand"), ("Jump", "Jump as high as you can"))
+    for seed in range(20):  # a drawn count takes whole groups
+        drawn = make_class_split(
+            "custom", 10, unseen_classes=("Swim",), validation_classes=2, validation_seed=seed,
+            class_names=NAMES, class_groups=groups,
+        )  # fmt: skip
+        for group in ((0, 1), (2, 3)):
+            assert set(group) <= set(drawn.validation) or not set(group) & set(drawn.validation)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"unseen_classes": ("Swimm",)}, r"data\.unseen_classes: 'Swimm' is not a class of the dataset; did you mean 'Swim'"),
+        ({"unseen_classes": ("Jump",), "class_groups": groups},
+         r"data\.class_groups\[1\]: 'Jump' is unseen but 'Jump as high as you can' of its group is not"),
+        ({"validation_classes": ("Wave your hand",), "class_groups": groups},
+         r"'Wave your hand' is a validation class but 'Wave your other hand' of its group is not"),
+        ({"validation_classes": ("Swim",)}, r"data\.validation_classes: 'Swim' is an unseen class"),
+        ({"class_groups": (("Jump", "Sit"), ("Sit", "Stand"))}, r"'Sit' is in groups 0 and 1"),
+        ({"validation_classes": 3, "class_groups": ((0, 1), (2, 3), (6, 7), (8, 9)), "unseen_classes": (4, 5)},
+         r"cannot make exactly 3 validation classes"),
+    ]  # fmt: skip
+    for options, message in cases:
+        arguments: dict[str, Any] = {"unseen_classes": ("Swim",), "validation_classes": 1} | options
+        with pytest.raises(SplitError, match=message):
+            make_class_split("custom", 10, validation_seed=0, class_names=NAMES, **arguments)

@@ -77,3 +77,49 @@ def test_an_unreachable_tracking_server_fails_before_launching(tmp_path, capsys)
     assert f"no MLflow server answers at {uri}/health" in " ".join(err.split())
     assert not (tmp_path / "out" / "x").exists()
     assert not ray.is_initialized()
+
+
+def test_the_resume_command_repeats_the_spec_overrides_and_options(monkeypatch):
+    import argparse
+    import shlex
+
+    from search.cli import add_arguments, resume_command
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["my spec.yaml", "num_trials=4", "space.lr.low=0.02", "--tracking-uri", "sqlite:///m.db"]
+    args = parser.parse_args(argv)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell: the environment is not active
+    words = shlex.split(resume_command(args, "lr-sweep"))
+    assert words[0].endswith("/bin/neuron") and words[1:] == [
+        "search", "my spec.yaml", "num_trials=4", "space.lr.low=0.02", "--name", "lr-sweep",
+        "--tracking-uri", "sqlite:///m.db", "--resume",
+    ]  # fmt: skip
+    resumed = parser.parse_args(words[2:])  # the printed command parses to the same search
+    assert (resumed.spec, resumed.overrides, resumed.tracking_uri, resumed.resume) == (
+        "my spec.yaml",
+        ["num_trials=4", "space.lr.low=0.02"],
+        "sqlite:///m.db",
+        True,
+    )
+
+
+def test_an_interrupted_search_prints_the_exact_command_to_continue(tmp_path, monkeypatch, capsys):
+    import search.runner
+    from search.runner import SearchInterrupted
+
+    def interrupted(spec, name, resume=False):
+        raise SearchInterrupted(f"search {name!r} was interrupted in split s")
+
+    monkeypatch.setattr(search.runner, "run_search", interrupted)
+    argv = [
+        "search", str(SPECS / "tiny.yaml"), f"output_dir={tmp_path / 'out'}", "num_trials=3",
+        "--name", "n1",
+    ]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 130
+    command = err.split("continue it with:\n", 1)[1].strip()
+    assert command.endswith(
+        f"search {SPECS / 'tiny.yaml'} output_dir={tmp_path / 'out'} num_trials=3 --name n1 --resume"
+    )
+    assert command in out  # also printed at the start, before anything runs

@@ -21,28 +21,30 @@ BROWSER = next(
 )
 
 
-def page_text(url: str, tmp_path: Path) -> str:
+def page_text(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
     """The visible text of a page after the UI's scripts ran (virtual time lets them fetch and
-    render before the DOM is dumped)."""
+    render before the DOM is dumped); with `screenshot`, also a PNG of the page."""
     assert BROWSER is not None
+    browser = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1600,1200",
+        "--virtual-time-budget=15000",
+    ]
     dom = subprocess.run(
-        [
-            BROWSER,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--window-size=1600,1200",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+        [*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
     ).stdout
+    if screenshot is not None:
+        subprocess.run(
+            [*browser, f"--screenshot={screenshot}", url],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
     visible = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", visible)))
 
@@ -61,7 +63,10 @@ def test_the_mlflow_ui_shows_the_study_its_trials_and_their_results(
     with mlflow_server(tmp_path, mlflow_template) as uri:
         spec = tiny_spec(tmp_path, uri, tiny_cache, "num_trials=2", "scheduler.name=none")
         result = run_search(spec, "ui")
-        assert f"open {uri}/#/experiments/{result.experiment_id}/runs" in result.summary()
+        assert (
+            f"open {uri}/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning"
+            in result.summary()
+        )
 
         client = mlflow.MlflowClient(uri)
         study_run = client.get_run(result.studies[0].study_run_id)
@@ -90,5 +95,26 @@ def test_the_mlflow_ui_shows_the_study_its_trials_and_their_results(
             f"{uri}/#/experiments/{result.experiment_id}/runs/{study_run.info.run_id}/artifacts",
             tmp_path,
         )
-        for name in ("best_config.yaml", "results.csv", "results.parquet"):
+        for name in ("best_config.yaml", "results.csv", "results.parquet", "plots"):
             assert name in artifacts
+
+        # The study's trials page printed at the end: the model-training view, the trials by
+        # name, best first, with the objective and the searched parameters as columns.
+        (study,) = result.studies
+        assert study.trials_url and study.trials_url.startswith(f"{uri}/#/experiments/")
+        shot = tmp_path / "trials.png"
+        trials_page = page_text(study.trials_url, tmp_path, screenshot=shot)
+        assert "Model training" in trials_page and "2 matching runs" in trials_page
+        header = trials_page.split("Run Name", 1)[1]
+        assert "objective" in header.split("trial ", 1)[0]  # a column, before the first row
+        assert "search.lr" in header.split("trial ", 1)[0]
+        ranked = sorted(trials, key=lambda run: -run.data.metrics["objective"])
+        positions = [trials_page.index(run.info.run_name) for run in ranked]
+        assert positions == sorted(positions)  # best first
+        for run in ranked:
+            assert run.info.run_name.startswith("trial ") and "· lr " in run.info.run_name
+        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+        from PIL import Image
+
+        with Image.open(shot) as image:
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50

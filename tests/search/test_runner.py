@@ -100,7 +100,7 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
     # The study summary.
     artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
     assert {"best_config.yaml", "results.csv", "results.parquet", "plots"} <= artifacts
-    assert "plots/optimization_history.html" in {
+    assert "plots/optimization_history.png" in {
         a.path for a in client.list_artifacts(study.info.run_id, "plots")
     }
     best = max(completed, key=lambda c: c.data.metrics["objective"])
@@ -113,6 +113,44 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
     summary = result.summary()
     assert f"mlflow ui --backend-store-uri {store} --port 5000" in summary
     assert str(study_result.best_config_path) in summary
+
+    # What the MLflow UI shows, read back from the store: a model-training experiment, trial
+    # runs named by number, objective, key hyperparameters and study, and the results table in
+    # the study run's description with links to the trials view and the compare view.
+    experiment = client.get_experiment(result.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    numbers = set()
+    for child in children:
+        name = child.info.run_name
+        number, *middle, study_name = name.split(" · ")
+        assert number.startswith("trial ") and study_name == "asha/synthetic_default", name
+        numbers.add(int(number.removeprefix("trial ")))
+        assert f"lr {float(child.data.params['search.lr']):.3g}" in middle, name
+        objective = child.data.metrics.get("objective")
+        if objective is not None:
+            assert middle[0] == f"gzsl_h {objective:.3f}", name
+    assert numbers == set(range(1, 9))
+    study = client.get_run(study.info.run_id)
+    note = study.data.tags["mlflow.note.content"]
+    ranked = sorted(
+        (c for c in children if "objective" in c.data.metrics),
+        key=lambda c: -c.data.metrics["objective"],
+    )
+    rows = [line for line in note.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| rank | trial | objective | status | epochs | ")
+    assert len(rows) - 1 == min(len(ranked), 10)
+    assert rows[1].startswith(
+        f"| 1 | {ranked[0].data.tags['neuron.trial_id']} | "
+        f"{ranked[0].data.metrics['objective']:.4f} | "
+    )
+    assert "[Compare the trials side by side](http://127.0.0.1:5000/#/compare-runs?runs=" in note
+    assert study.data.tags["neuron.compare_url"].count("%22") == 2 * len(ranked) + 2
+    assert study_result.compare_url in summary and study_result.trials_url in summary
+    view_key = study_result.trials_url.split("viewStateShareKey=")[1].split("&")[0]
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{view_key}"])
+    assert view["orderByKey"] == "metrics.`objective`" and view["orderByAsc"] is False
+    assert "metrics.`objective`" in view["selectedColumns"]
+    assert "params.`search.lr`" in view["selectedColumns"]
 
     # Optuna saw stopped trials as PRUNED (with the fidelity) and completed ones with the
     # selected epoch's objective; the study is persisted for optuna-dashboard and --resume.

@@ -106,7 +106,7 @@ def test_relative_base_config_is_read_next_to_the_spec(tmp_path):
         ("num_trails=3", "unknown key num_trails: did you mean 'num_trials'?"),
         (
             "space.train.optimizer.lr.lo=0.1",
-            "unknown key space.train.optimizer.lr.lo: did you mean 'low'?",
+            "unknown key space.train.optimizer.lr.lo: did you mean 'space.train.optimizer.lr.low'?",
         ),
         ("space.learning_rate=0.1", "unknown key space.learning_rate"),
         ("space.temporal_memory=gated", "unknown key space.temporal_memory"),

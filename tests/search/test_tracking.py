@@ -316,9 +316,9 @@ def test_study_end_leaves_no_running_child_and_writes_the_summary(store, tmp_pat
     } <= artifacts
     plots = {a.path for a in client.list_artifacts(study_run, "plots")}
     assert plots == {
-        "plots/optimization_history.html",
-        "plots/param_importances.html",
-        "plots/parallel_coordinate.html",
+        "plots/optimization_history.png",
+        "plots/param_importances.png",
+        "plots/parallel_coordinate.png",
     }
     output = Path(study.output_dir)
     table = pd.read_parquet(output / "results.parquet")
@@ -417,3 +417,23 @@ def test_a_loopback_tracking_server_receives_runs_metrics_and_artifacts(tmp_path
         config_yaml = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
         assert yaml.safe_load(Path(config_yaml).read_text())["train"]["optimizer"]["lr"] == 0.05
         assert list((tmp_path / "artifacts").rglob("config.yaml"))  # stored by the server
+
+
+def test_plots_are_small_images_and_missing_importances_are_explained(tmp_path):
+    from search.report import optuna_plots, save_plot
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(lambda trial: trial.suggest_float("lr", 0.01, 0.1), n_trials=1)
+    figures, missing = optuna_plots(study)
+    assert set(figures) == {"optimization_history", "parallel_coordinate"}
+    assert missing == (
+        "parameter importances not computed: needs at least 2 completed trials with different "
+        "objective values (1 completed, 1 distinct values)"
+    )
+    study.optimize(lambda trial: trial.suggest_float("lr", 0.01, 0.1), n_trials=3)
+    figures, missing = optuna_plots(study)
+    assert missing is None and "param_importances" in figures
+    for name, axes in figures.items():
+        save_plot(axes, tmp_path / f"{name}.png")
+        data = (tmp_path / f"{name}.png").read_bytes()
+        assert data.startswith(b"\x89PNG") and 5_000 < len(data) < 400_000
