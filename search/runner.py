@@ -69,6 +69,7 @@ import optuna
 import ray
 import yaml
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -107,6 +108,21 @@ TABLE_PARAMETERS = (
 )
 """Parameter columns of the live trial table: never conditional (CLIReporter needs every column
 in every trial's config), and few enough to keep the table readable."""
+
+
+class TrialTable(tune.CLIReporter):
+    """Tune's live trial table, finished trials sorted by the objective. Tune's sort compares
+    None with numbers when a trial ended before its first report (a spent `time_budget_s`), so
+    the table is left unsorted while such a trial exists. Uses CLIReporter's private
+    `_sort_by_metric` and `_metric` (tests/search/test_ray_internals.py guards them)."""
+
+    def report(self, trials: list[Trial], done: bool, *sys_info: dict) -> None:
+        self._sort_by_metric = all(
+            (trial.last_result or {}).get(self._metric) is not None
+            for trial in trials
+            if trial.status == Trial.TERMINATED
+        )
+        super().report(trials, done, *sys_info)
 
 
 class SearchSetupError(ValueError):
@@ -575,7 +591,7 @@ def _run_study(search: _Search, split: str) -> StudyResult:
                     CheckpointKeeper(),
                     TrackingCallback(search.tracker, study, study_run_id),
                 ],
-                progress_reporter=tune.CLIReporter(
+                progress_reporter=TrialTable(
                     metric_columns=["epoch", "train/loss", spec.objective.metric],
                     parameter_columns=[p for p in TABLE_PARAMETERS if p in spec.space.searched()],
                     metric=spec.objective.metric,

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import ray
 import yaml
+from ray import tune
 
 from search.runner import SearchSetupError, _spec_record, run_search
 from search.tracking import MlflowTracker
@@ -303,3 +304,33 @@ def test_a_multi_split_search_runs_one_study_per_split_under_one_parent(
     assert "splits.json" in {
         a.path for a in mlflow.MlflowClient(store).list_artifacts(top.info.run_id)
     }
+
+
+def test_the_trial_table_survives_a_trial_that_ended_before_reporting(local_ray, tmp_path, capsys):
+    """Tune's sorted table compares the objective of finished trials; one that a spent
+    `time_budget_s` ended before its first report has none, and Tune's own CLIReporter raises
+    TypeError (None < float). TrialTable leaves the table unsorted then. It sets CLIReporter's
+    private `_sort_by_metric` from `_metric`: this fails loudly if Ray renames them."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from search.runner import TrialTable
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="table")
+    reported = Trial("fake", trial_id="reported", stub=True, storage=storage)
+    silent = Trial("fake", trial_id="silent", stub=True, storage=storage)
+    for trial in (reported, silent):
+        trial.storage.trial_dir_name = trial.trial_id
+        trial.set_status(Trial.TERMINATED)
+    reported.update_last_result({OBJECTIVE: 0.5, "training_iteration": 1})
+    with pytest.raises(TypeError):  # what TrialTable guards against
+        tune.CLIReporter(
+            metric_columns=[OBJECTIVE], metric=OBJECTIVE, mode="max", sort_by_metric=True
+        ).report([reported, silent], done=True)
+    table = TrialTable(
+        metric_columns=[OBJECTIVE], metric=OBJECTIVE, mode="max", sort_by_metric=True
+    )
+    table.report([reported, silent], done=True)
+    assert not table._sort_by_metric and "reported" in capsys.readouterr().out
+    table.report([reported], done=True)  # every finished trial reported: sorted again
+    assert table._sort_by_metric
