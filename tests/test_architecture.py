@@ -20,8 +20,16 @@ EDGE_LIBRARIES = ("ray", "mlflow", "optuna")
 """Libraries only search/ and ablations/ may use."""
 
 NEURON_FLOW: tuple[tuple[str, ...], ...] = (
-    ("neuron", "neuron.config", "neuron.atomic", "neuron.device", "neuron.classes"),
-    ("neuron.splits", "neuron.rounds", "neuron.dataset", "neuron.features", "neuron.cache"),
+    (
+        "neuron",
+        "neuron.config",
+        "neuron.atomic",
+        "neuron.safeload",
+        "neuron.device",
+        "neuron.classes",
+    ),
+    ("neuron.splits", "neuron.rounds", "neuron.dataset", "neuron.datacheck", "neuron.features"),
+    ("neuron.cache",),
     ("neuron.joints", "neuron.benchmarks", "neuron.text"),
     ("neuron.importers", "neuron.synthetic", "neuron.preprocess"),
     ("neuron.sideinfo", "neuron.encoder", "neuron.metrics", "neuron.optim"),
