@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,12 @@ from neuron.config import (
     to_plain,
 )
 from neuron.splits import PUBLISHED_SPLITS
-from search.spec import PrepareSpec, ResourcesSpec, check_tracking_uri_form
+from search.spec import (
+    TRACKING_URI_VARIABLE,
+    PrepareSpec,
+    ResourcesSpec,
+    check_tracking_uri_form,
+)
 
 REFERENCE = "full"
 """The name of the full model, the reference variant of every comparison."""
@@ -204,8 +210,12 @@ class AblationSpec:
         return str(Path(self.storage_path).expanduser().resolve())
 
     def resolved_tracking_uri(self) -> str:
+        """The spec's `tracking_uri`, else $MLFLOW_TRACKING_URI (set on a cluster's head), else
+        the embedded SQLite store under `output_dir`."""
         if self.tracking_uri is not None:
             return self.tracking_uri
+        if os.environ.get(TRACKING_URI_VARIABLE):
+            return os.environ[TRACKING_URI_VARIABLE]
         return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
 
     def with_overrides(self, overrides: dict[str, Any]) -> AblationSpec:

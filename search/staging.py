@@ -236,6 +236,10 @@ def _manifest(staged: StagedPrepared) -> dict[str, Any]:
             "encoder_checkpoint": str(prepared.encoder_checkpoint),
             "feature_cache_path": str(prepared.feature_cache_path),
             "cache_key": prepared.cache_key,
+            "text_encoder": prepared.text_encoder,
+            "text_dim": prepared.text_dim,
+            "text_embedding_sha256": prepared.text_embedding_sha256,
+            "augmentation": dict(prepared.augmentation),
         },
         "files": staged.files,
         "built_on": staged.built_on,
@@ -260,6 +264,10 @@ def read_manifest(location: str) -> StagedPrepared | None:
         encoder_checkpoint=Path(plain["encoder_checkpoint"]),
         feature_cache_path=Path(plain["feature_cache_path"]),
         cache_key=plain["cache_key"],
+        text_encoder=plain.get("text_encoder", ""),
+        text_dim=int(plain.get("text_dim", 0)),
+        text_embedding_sha256=plain.get("text_embedding_sha256", ""),
+        augmentation=dict(plain.get("augmentation", {})),
     )
     return StagedPrepared(
         prepared, location, dict(manifest["files"]), manifest["built_on"] | {"reused": "true"}

@@ -35,7 +35,7 @@ def finished_search(ablation_store):
 def spec_for(tmp_path, store, reference):
     path = tmp_path / "spec.yaml"
     path.write_text(
-        f"base: {{search: {reference}, overrides: {{train.epochs: 1}}}}\n"
+        f"base: {{search: {reference}, overrides: {{train.epochs: 1, train.optimizer.lr_milestones: []}}}}\n"
         "variants:\n  no-memory: {model.memory: replace}\nseeds: [0, 1]\n"
         f"tracking_uri: {store}\n"
     )

@@ -116,6 +116,7 @@ def test_overrides_on_the_command_line(tmp_path):
         "",
         "seeds=[0,1,2]",
         "base.overrides.train.epochs=1",
+        "base.overrides.train.optimizer.lr_milestones=[]",
         "variants.no-memory={model.memory: replace}",
         "sweeps.model.hidden=[4]",
     )
@@ -127,7 +128,7 @@ def test_overrides_on_the_command_line(tmp_path):
 BAD = [
     ("seeds: [0]\n", "need at least 2 seeds"),
     ("sedes: [0, 1]\n", "did you mean 'seeds'"),
-    ("variants:\n  x: {model.memroy: replace}\n", "did you mean 'memory'"),
+    ("variants:\n  x: {model.memroy: replace}\n", "did you mean 'model.memory'"),
     ("variants:\n  x: {model.steps: 7}\n", "variant 'x': .*model.steps=7"),
     ("variants:\n  x: {model.memory: gated}\n", "variant 'x' .* changes nothing"),
     (
@@ -169,7 +170,7 @@ def test_bad_spec_on_the_command_line_exits_2_without_traceback(tmp_path, capsys
     path = write(tmp_path, "variants:\n  x: {model.memroy: replace}\n")
     assert main([str(path), f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert "did you mean 'memory'" in err and "Traceback" not in err
+    assert "did you mean 'model.memory'" in err and "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists()  # nothing started
 
 

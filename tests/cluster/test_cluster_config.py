@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -79,7 +78,8 @@ def test_the_user_edited_values_come_first(text):
 
 
 def test_the_project_and_ray_are_pinned(config):
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    from neuron import __version__ as version  # pyproject.toml reads the version from there
+
     setup = commands(config, "setup_commands")
     assert f"neuron_search-{version}-py3-none-any.whl" in setup
     assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
