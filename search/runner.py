@@ -116,7 +116,7 @@ class TrialTable(tune.CLIReporter):
     the table is left unsorted while such a trial exists. Uses CLIReporter's private
     `_sort_by_metric` and `_metric` (tests/search/test_ray_internals.py guards them)."""
 
-    def report(self, trials: list[Trial], done: bool, *sys_info: dict) -> None:
+    def report(self, trials: list[Trial], done: bool, *sys_info: str) -> None:
         self._sort_by_metric = all(
             (trial.last_result or {}).get(self._metric) is not None
             for trial in trials
