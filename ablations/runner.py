@@ -40,6 +40,7 @@ from neuron.atomic import write_text_atomic
 from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
+from search.lock import hold_name
 from search.runner import trial_dirname
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
@@ -286,9 +287,18 @@ def _check_resume(spec: AblationSpec, name: str, record: Path, resume: bool) -> 
 def run_ablation(
     plan: Plan, name: str, resume: bool = False, address: str | None = None
 ) -> AblationResult:
-    """Run (or resume) the study `name`; return where everything was written."""
-    spec = plan.spec
+    """Run (or resume) the study `name`; return where everything was written. One driver per
+    study name: a second one is refused at once (`search.lock`)."""
     _check_name(name)
+    output = plan.spec.resolved_output_dir() / name
+    with hold_name(output, f"ablation study {name!r}"):
+        return _run_ablation(plan, name, resume, address)
+
+
+def _run_ablation(
+    plan: Plan, name: str, resume: bool = False, address: str | None = None
+) -> AblationResult:
+    spec = plan.spec
     output = spec.resolved_output_dir() / name
     record = output / "ablation.yaml"
     _check_resume(spec, name, record, resume)
