@@ -212,7 +212,7 @@ def test_a_scalar_for_a_section_names_its_keys() -> None:
 
 def test_override_errors_blame_the_command_line_not_the_file(tmp_path) -> None:
     path = tmp_path / "mine.yaml"
-    path.write_text("train:\n  epochs: 3\n")
+    path.write_text("train:\n  epochs: 25\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path, ["train.epochs=0"])
     message = str(caught.value)
@@ -221,14 +221,14 @@ def test_override_errors_blame_the_command_line_not_the_file(tmp_path) -> None:
 
 
 def test_base_in_a_training_yaml_is_honoured(tmp_path) -> None:
-    (tmp_path / "mine.yaml").write_text("base: quick\ntrain:\n  epochs: 3\n")
+    (tmp_path / "mine.yaml").write_text("base: quick\ntrain:\n  epochs: 14\n")
     mine = load_config(tmp_path / "mine.yaml")
     quick = load_config("quick")
-    assert mine.train.epochs == 3
+    assert mine.train.epochs == 14
     assert mine.model == quick.model and mine.data == quick.data
     (tmp_path / "child.yaml").write_text("base: mine.yaml\nmodel:\n  hidden: 8\n")
     child = load_config(tmp_path / "child.yaml")
-    assert child.train.epochs == 3 and child.model.hidden == 8
+    assert child.train.epochs == 14 and child.model.hidden == 8
     assert child.model.spatial_prototypes == quick.model.spatial_prototypes
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")

@@ -248,16 +248,20 @@ def test_fast_encoder_equals_reference_outputs_gradients_and_statistics(
     fast_features, fast_logits = encoder.features(fast_input), encoder(fast_input)
     reference_features = reference.features(reference_input)
     reference_logits = reference(reference_input)
-    torch.testing.assert_close(fast_features, reference_features, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(fast_logits, reference_logits, rtol=1e-4, atol=1e-5)
+    # Float reassociation only: training-mode BatchNorm over a batch of 4 divides by small
+    # standard deviations, which amplifies 1e-7 summation-order differences (they depend on the
+    # thread count) to ~3e-5; a wrong shift or permutation differs by O(1).
+    rtol, atol = 1e-3, 1e-4
+    torch.testing.assert_close(fast_features, reference_features, rtol=rtol, atol=atol)
+    torch.testing.assert_close(fast_logits, reference_logits, rtol=rtol, atol=atol)
     (fast_logits * weights).sum().backward()
     (reference_logits * weights).sum().backward()
-    torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=rtol, atol=atol)
     fast_parameters = dict(encoder.named_parameters())
     for name, parameter in reference.named_parameters():
         assert parameter.grad is not None, name
         torch.testing.assert_close(
-            fast_parameters[name].grad, parameter.grad, rtol=1e-4, atol=1e-5, msg=name
+            fast_parameters[name].grad, parameter.grad, rtol=rtol, atol=atol, msg=name
         )
     fast_state = encoder.state_dict()
     assert list(fast_state) == list(reference.state_dict())

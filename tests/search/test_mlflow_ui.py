@@ -107,7 +107,7 @@ def test_the_mlflow_ui_shows_the_study_its_trials_and_their_results(
         assert "Model training" in trials_page and "2 matching runs" in trials_page
         header = trials_page.split("Run Name", 1)[1]
         assert "objective" in header.split("trial ", 1)[0]  # a column, before the first row
-        assert "search.lr" in header.split("trial ", 1)[0]
+        assert "search.model.logit_scale" in header.split("trial ", 1)[0]  # a searched param
         ranked = sorted(trials, key=lambda run: -run.data.metrics["objective"])
         positions = [trials_page.index(run.info.run_name) for run in ranked]
         assert positions == sorted(positions)  # best first
