@@ -37,14 +37,15 @@ from ablations.report import Report, build_report, publish_report
 from ablations.spec import AblationSpec, Plan, build_plan
 from ablations.tracking import TAG_ABLATION, AblationCallback, start_parents
 from neuron.atomic import write_text_atomic
+from neuron.cli import program
 from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
-from search.runner import trial_dirname
+from search.runner import absolute_store, trial_dirname
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
-from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri
+from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri, ui_url
 from search.trainable import run_trial
 
 
@@ -233,12 +234,17 @@ class AblationResult:
     output_dir: Path
 
     def mlflow_url(self) -> str:
-        page = f"#/experiments/{self.experiment_id}/runs/{self.root_run_id}"
+        """The study's run page (its description is the report table): on the tracking server,
+        or after the `mlflow ui` command for a local store, which works from any folder."""
+        page = (
+            f"{ui_url(self.tracking_uri)}/#/experiments/{self.experiment_id}/runs/"
+            f"{self.root_run_id}?workflowType=machine_learning"
+        )
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self.tracking_uri.rstrip('/')}/{page}"
+            return page
         return (
-            f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000\n"
-            f"  then open http://127.0.0.1:5000/{page}"
+            f"{program('mlflow')} ui --backend-store-uri {absolute_store(self.tracking_uri)} "
+            f"--port 5000\n  then open {page}"
         )
 
     def summary(self) -> str:
@@ -247,8 +253,8 @@ class AblationResult:
             "",
             self.stage1.summary(len(self.report.cells)),
             f"report: {self.output_dir}/report.md (and report.csv, one PNG per split)",
-            f"rebuild it from MLflow: neuron ablate report {self.name} "
-            f"--tracking-uri {self.tracking_uri}",
+            f"rebuild it from MLflow: {program('neuron')} ablate report {self.name} "
+            f"--tracking-uri {absolute_store(self.tracking_uri)}",
             f"Tune runs (checkpoints, --resume): {self.storage_path}",
             f"MLflow: {self.mlflow_url()}",
         ]
