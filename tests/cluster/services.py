@@ -325,6 +325,9 @@ def fake_cluster(folder: Path, extra_environment: dict[str, str]) -> Iterator[Fa
     """A Ray head on 127.0.0.1 (unusual ports) with the fake multi-node autoscaler and token
     auth on, started with `ray start --head --block` and ended by pid (never `ray stop`)."""
     port, dashboard = free_port(), free_port()
+    # Ray's session folder holds AF_UNIX sockets (107 bytes at most): a short folder of its own,
+    # not under pytest's growing tmp path.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     config = yaml.safe_load(LOCAL_CLUSTER.read_text())
     config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
     autoscaling = folder / "cluster.local.json"
@@ -358,7 +361,7 @@ def fake_cluster(folder: Path, extra_environment: dict[str, str]) -> Iterator[Fa
             "--num-cpus=0",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
-            f"--temp-dir={folder / 'ray'}",
+            f"--temp-dir={temp_dir}",
             *client_port,
             "--disable-usage-stats",
         ],
@@ -388,7 +391,8 @@ def fake_cluster(folder: Path, extra_environment: dict[str, str]) -> Iterator[Fa
             raise TimeoutError(f"{error}; last answers: {failures[-2:]}") from None
         yield cluster
     finally:
-        end_cluster(folder / "ray")
+        end_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def session_processes(temp_dir: Path) -> list[int]:
