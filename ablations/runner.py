@@ -42,7 +42,7 @@ from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
-from search.runner import absolute_store, trial_dirname
+from search.runner import absolute_store, trial_dirname, worker_runtime_env
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
 from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri, ui_url
@@ -320,7 +320,7 @@ def _run_ablation(
     if started_ray:
         cluster = address or spec.address or os.environ.get("RAY_ADDRESS")
         try:
-            ray.init(address=cluster or "local")
+            ray.init(address=cluster or "local", runtime_env=worker_runtime_env())
         except ConnectionError as error:
             raise AblationSetupError(
                 f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "

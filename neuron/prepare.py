@@ -25,7 +25,7 @@ import torch
 from neuron.cache import build_once, stable_hash
 from neuron.config import Config
 from neuron.dataset import SkeletonTable, open_dataset
-from neuron.device import apply_threads
+from neuron.device import apply_threads, keep_host_memory
 from neuron.extract import build_feature_cache, feature_cache_key
 from neuron.pretrain import encoder_key, pretrain_encoder
 from neuron.safeload import load_torch_file, save_torch_file
@@ -248,8 +248,9 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
     table = open_dataset(path)
     class_split, samples = split_samples(cfg, table)
     side_path = side_information_file(cfg, table, progress)
-    encoder_path = _encoder(cfg, path, table, class_split, samples, progress)
-    features_path, features_key = _features(cfg, table, samples, encoder_path, progress)
+    with keep_host_memory():
+        encoder_path = _encoder(cfg, path, table, class_split, samples, progress)
+        features_path, features_key = _features(cfg, table, samples, encoder_path, progress)
     return Prepared(
         dataset_path=path,
         dataset_name=table.info.dataset,

@@ -34,7 +34,7 @@ import torch
 from neuron import __version__
 from neuron.atomic import atomic_path, write_text_atomic
 from neuron.config import Config, config_from_plain, dump_yaml
-from neuron.device import apply_threads, resolve_device
+from neuron.device import apply_threads, keep_host_memory, resolve_device
 from neuron.evaluate import ClassText, EvaluationSplit, evaluate, paper_parity_evaluation
 from neuron.extract import FeatureSource
 from neuron.features import FeatureTable
@@ -391,27 +391,28 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
     apply_threads(cfg.run.threads)
-    prepared = prepared or prepare(cfg, progress=progress)
-    run = Stage2.build(cfg, prepared)
-    selection, start_epoch = Selection(), 1
-    metrics: dict[str, float] = {}
-    if resume_from is not None:
-        state = load_checkpoint(cfg, Path(resume_from))
-        run.restore(state)
-        selection = Selection.from_state(state["best"])
-        start_epoch = state["epoch"] + 1
-        if replay or start_epoch > cfg.train.epochs:
-            metrics = _report_again(state, Path(resume_from), report)
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        metrics = _epoch(run, epoch, selection)
-        if epoch == cfg.train.epochs and (cfg.eval.refit or cfg.eval.paper_parity):
-            metrics |= all_seen_stage(cfg, prepared, selection, run_dir, progress)
-        checkpoint = _save_checkpoint(run, run_dir, epoch, selection, metrics)
-        if report is not None:
-            report(metrics, checkpoint)
-        for old in run_dir.glob("checkpoints/epoch-*"):
-            if old != checkpoint:
-                shutil.rmtree(old, ignore_errors=True)
+    with keep_host_memory():
+        prepared = prepared or prepare(cfg, progress=progress)
+        run = Stage2.build(cfg, prepared)
+        selection, start_epoch = Selection(), 1
+        metrics: dict[str, float] = {}
+        if resume_from is not None:
+            state = load_checkpoint(cfg, Path(resume_from))
+            run.restore(state)
+            selection = Selection.from_state(state["best"])
+            start_epoch = state["epoch"] + 1
+            if replay or start_epoch > cfg.train.epochs:
+                metrics = _report_again(state, Path(resume_from), report)
+        for epoch in range(start_epoch, cfg.train.epochs + 1):
+            metrics = _epoch(run, epoch, selection)
+            if epoch == cfg.train.epochs and (cfg.eval.refit or cfg.eval.paper_parity):
+                metrics |= all_seen_stage(cfg, prepared, selection, run_dir, progress)
+            checkpoint = _save_checkpoint(run, run_dir, epoch, selection, metrics)
+            if report is not None:
+                report(metrics, checkpoint)
+            for old in run_dir.glob("checkpoints/epoch-*"):
+                if old != checkpoint:
+                    shutil.rmtree(old, ignore_errors=True)
     return _result(run_dir, metrics, selection, prepared)
 
 

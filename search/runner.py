@@ -77,6 +77,7 @@ from ray.tune.search.optuna import OptunaSearch
 from neuron.atomic import write_text_atomic
 from neuron.cli import program
 from neuron.config import Config, EvalConfig, to_plain
+from neuron.device import host_allocator_environment
 from neuron.prepare import Prepared
 from neuron.train import reported_metric_names
 from search.checkpoints import CheckpointKeeper
@@ -347,6 +348,14 @@ class SearchResult:
         return "\n".join(lines)
 
 
+def worker_runtime_env() -> dict[str, Any] | None:
+    """The job's Ray runtime environment: trial and stage-1 worker processes start with the
+    host allocator set to keep freed activations (`neuron.device.HOST_ALLOCATOR_TUNABLES`; on
+    2 CPU cores a reference-size encoder step ran about 3x faster)."""
+    env_vars = host_allocator_environment(os.environ)
+    return {"env_vars": env_vars} if env_vars else None
+
+
 def absolute_store(uri: str) -> str:
     """`sqlite:///runs/x.db` → `sqlite:////abs/runs/x.db`, so a printed command works from
     any folder; other URIs unchanged."""
@@ -478,7 +487,11 @@ def _run_search(
             # "local": a new instance of our own, never a cluster that a `ray start` on this
             # machine left behind (ray.init(address=None) would join the latest one).
             # A local instance advertises loopback only (nothing else on the network needs it).
-            ray.init(address=cluster or "local", _node_ip_address=None if cluster else "127.0.0.1")
+            ray.init(
+                address=cluster or "local",
+                _node_ip_address=None if cluster else "127.0.0.1",
+                runtime_env=worker_runtime_env(),
+            )
         except ConnectionError as error:
             raise SearchSetupError(
                 f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
