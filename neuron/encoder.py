@@ -27,10 +27,15 @@ channels-last tensors, so the (N, C, T, V) ↔ (N·T, V·C) reshapes around the 
 views and the 1×1 convolutions run as plain matrix products; the spatial shifts are one
 `index_select` each on the (N·T, V·C) rows, whose gradient is the inverse permutation (a gather,
 not a zero-fill + scatter); the linear is one `addmm`; the temporal shift pads one zero frame on
-each side, reads both interpolation neighbours with one `index_select` of precomputed flat
-positions and blends them with one `lerp` (instead of two `gather`s with full-size expanded
-indices, validity masks and three multiplications), and its backward is the same two-frame read
-of the gradient, again without a scatter.
+each side (zeroing only those frames), reads the interpolation neighbours with one `index_select`
+of precomputed flat positions (with stride 1, T + 1 frames: output t's later neighbour is output
+t + 1's earlier one) and blends them with one `lerp` (instead of two `gather`s with full-size
+expanded indices, validity masks and three multiplications), and its backward is the same
+two-frame read of the gradient, again without a scatter.
+
+On CPU most of a step is memory traffic, and the large activations are only fast when the C
+allocator keeps freed memory for the next step (`neuron.device.keep_host_memory`, which stage 1,
+the feature cache and stage 2 run inside).
 """
 
 from __future__ import annotations
@@ -180,28 +185,55 @@ class _ReferenceOffsetGradient(torch.autograd.Function):
         )
 
 
-def _interpolated_read(
-    x: Tensor, first: Tensor, step: int, out_frames: int, fraction: Tensor, second: int
-) -> tuple[Tensor, Tensor]:
-    """Read frames `t·step + first[c]` and `t·step + first[c] + second` of x (N, T, V, C) for
-    t < out_frames (zero outside [0, T)) and blend them with `fraction[c]` of the second.
-
-    Returns the blend (N, T_out, V, C) and the two reads (N, 2, T_out, V, C).
-    """
+def _zero_padded(x: Tensor, spacing: int = 1) -> Tensor:
+    """x (N, T, V, C) with its frames `spacing` apart (zero frames between) and one zero frame on
+    each side: (N, T·spacing + 2, V, C), whose frame 1 + spacing·t is frame t of x. Only the zero
+    frames are written with zeros."""
     batch, frames, joints, channels = x.shape
-    # One zero frame on each side: padded frame p is frame p - 1, and any frame outside [0, T)
-    # is clamped onto one of the two zero frames.
-    padded = x.new_zeros(batch, frames + 2, joints, channels)  # (N, T+2, V, C)
-    padded[:, 1:-1] = x
-    start = torch.arange(out_frames, device=x.device) * step  # (T_out,)
-    lower = start.view(1, -1, 1) + first.view(1, 1, -1) + 1  # (1, T_out, C), padded frames
-    neighbours = torch.cat((lower, lower + second)).clamp(0, frames + 1)  # (2, T_out, C)
-    joint = torch.arange(joints, device=x.device).view(1, 1, joints, 1)  # (1, 1, V, 1)
-    channel = torch.arange(channels, device=x.device)  # (C,)
-    flat = (neighbours.unsqueeze(2) * joints + joint) * channels + channel  # (2, T_out, V, C)
-    reads = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, 2*T_out*V*C)
-    reads = reads.view(batch, 2, out_frames, joints, channels)  # (N, 2, T_out, V, C)
-    return torch.lerp(reads[:, 0], reads[:, 1], fraction), reads
+    padded = x.new_empty(batch, frames * spacing + 2, joints, channels)
+    body = padded[:, 1:-1].view(batch, frames, spacing, joints, channels)  # (N, T, s, V, C)
+    body[:, :, 0] = x
+    if spacing > 1:
+        body[:, :, 1:].zero_()
+    padded[:, 0].zero_()
+    padded[:, -1].zero_()
+    return padded
+
+
+def _interpolated_read(
+    padded: Tensor, first: Tensor, step: int, out_frames: int, fraction: Tensor, second: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Read frames `t·step + first[c]` and `t·step + first[c] + second` (second = ±1) of a
+    sequence (N, T, V, C) for t < out_frames and blend them with `fraction[c]` of the second.
+    The sequence is given `_zero_padded`: padded frame p is frame p - 1, and a frame outside
+    [0, T) is clamped onto one of the two zero frames at the ends, so it reads zero.
+
+    Returns the blend and the two reads, each (N, T_out, V, C). With step 1, output t's later
+    neighbour is output t + 1's earlier one, so T_out + 1 frames are read once and the two reads
+    are views of them.
+    """
+    batch, padded_frames, joints, channels = padded.shape
+    device = padded.device
+    if step == 1:
+        earlier = first + 1 + min(second, 0)  # (C,), padded frame of output 0's earlier read
+        rows = torch.arange(out_frames + 1, device=device).view(-1, 1) + earlier  # (T_out+1, C)
+    else:
+        lower = torch.arange(out_frames, device=device).view(-1, 1) * step + first + 1
+        rows = torch.cat((lower, lower + second))  # (2*T_out, C), padded frames
+    rows = rows.clamp(0, padded_frames - 1)
+    joint = torch.arange(joints, device=device).view(1, joints, 1)  # (1, V, 1)
+    channel = torch.arange(channels, device=device)  # (C,)
+    flat = (rows.unsqueeze(1) * joints + joint) * channels + channel  # (R, V, C)
+    reads = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, R*V*C)
+    reads = reads.view(batch, len(rows), joints, channels)  # (N, R, V, C)
+    if step == 1:
+        earlier_read, later_read = reads[:, :-1], reads[:, 1:]  # (N, T_out, V, C) each
+        first_read, second_read = (
+            (earlier_read, later_read) if second > 0 else (later_read, earlier_read)
+        )
+    else:
+        first_read, second_read = reads[:, :out_frames], reads[:, out_frames:]
+    return torch.lerp(first_read, second_read, fraction), first_read, second_read
 
 
 class _TemporalShiftFunction(torch.autograd.Function):
@@ -222,10 +254,10 @@ class _TemporalShiftFunction(torch.autograd.Function):
     ) -> Tensor:
         frames = x.shape[2]
         out_frames = -(-frames // stride)
-        shifted, reads = _interpolated_read(
-            x.permute(0, 2, 3, 1), base, stride, out_frames, fraction, +1
-        )  # (N, T_out, V, C), (N, 2, T_out, V, C)
-        ctx.save_for_backward(reads, fraction, base)
+        shifted, first_read, second_read = _interpolated_read(
+            _zero_padded(x.permute(0, 2, 3, 1)), base, stride, out_frames, fraction, +1
+        )  # (N, T_out, V, C) each
+        ctx.save_for_backward(first_read, second_read, fraction, base)
         ctx.stride, ctx.frames = stride, frames  # type: ignore[attr-defined]
         return shifted.permute(0, 3, 1, 2)  # (N, C, T_out, V), channels-last
 
@@ -233,20 +265,16 @@ class _TemporalShiftFunction(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
     ) -> tuple[Tensor | None, Tensor | None, None, None]:
-        reads, fraction, base = ctx.saved_tensors  # type: ignore[attr-defined]
+        first_read, second_read, fraction, base = ctx.saved_tensors  # type: ignore[attr-defined]
         stride, frames = ctx.stride, ctx.frames  # type: ignore[attr-defined]
         rows = gradient.permute(0, 2, 3, 1)  # (N, T_out, V, C)
         input_gradient = fraction_gradient = None
         if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
-            fraction_gradient = (rows * (reads[:, 1] - reads[:, 0])).sum((0, 1, 2))  # (C,)
+            fraction_gradient = (rows * (second_read - first_read)).sum((0, 1, 2))  # (C,)
         if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
-            if stride > 1:
-                batch, out_frames, joints, channels = rows.shape
-                upsampled = rows.new_zeros(batch, out_frames * stride, joints, channels)
-                upsampled[:, ::stride] = rows  # (N, T_out*stride, V, C)
-                rows = upsampled
-            input_gradient, _ = _interpolated_read(
-                rows.contiguous(), -base, 1, frames, fraction, -1
+            # The gradient upsampled by the stride (zero frames between), then read like x.
+            input_gradient, _, _ = _interpolated_read(
+                _zero_padded(rows, stride), -base, 1, frames, fraction, -1
             )  # (N, T, V, C)
             input_gradient = input_gradient.permute(0, 3, 1, 2)  # (N, C, T, V)
         return input_gradient, fraction_gradient, None, None
