@@ -24,7 +24,6 @@ import dataclasses
 import difflib
 import itertools
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +45,9 @@ from neuron.config import (
 )
 from neuron.splits import PUBLISHED_SPLITS
 from search.spec import (
-    TRACKING_URI_VARIABLE,
     PrepareSpec,
     ResourcesSpec,
+    RunStores,
     check_tracking_uri_form,
 )
 
@@ -97,7 +96,7 @@ class AblationBase:
 
 
 @dataclass(frozen=True)
-class AblationSpec:
+class AblationSpec(RunStores):
     """An ablation study: variants × splits × seeds, every run to completion."""
 
     base: AblationBase = field(default_factory=AblationBase)
@@ -197,26 +196,6 @@ class AblationSpec:
                 )
         if self.tracking_uri is not None:
             check_tracking_uri_form(self.tracking_uri, "tracking_uri")
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir).expanduser().resolve()
-
-    def resolved_storage_path(self) -> str:
-        """Tune's storage path: a URI as given, or an absolute local path."""
-        if self.storage_path is None:
-            return str(self.resolved_output_dir())
-        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.storage_path):
-            return self.storage_path
-        return str(Path(self.storage_path).expanduser().resolve())
-
-    def resolved_tracking_uri(self) -> str:
-        """The spec's `tracking_uri`, else $MLFLOW_TRACKING_URI (set on a cluster's head), else
-        the embedded SQLite store under `output_dir`."""
-        if self.tracking_uri is not None:
-            return self.tracking_uri
-        if os.environ.get(TRACKING_URI_VARIABLE):
-            return os.environ[TRACKING_URI_VARIABLE]
-        return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
 
     def with_overrides(self, overrides: dict[str, Any]) -> AblationSpec:
         """A new spec with dotted overrides (`seeds`, `base.overrides.train.epochs`, ...)."""

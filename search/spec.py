@@ -170,8 +170,37 @@ class PrepareSpec:
             )
 
 
+class RunStores:
+    """Where a spec's run writes (`output_dir`), keeps Tune's state (`storage_path`) and tracks
+    to (`tracking_uri`), resolved the same way for searches and ablation studies."""
+
+    output_dir: str
+    storage_path: str | None
+    tracking_uri: str | None
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir).expanduser().resolve()
+
+    def resolved_storage_path(self) -> str:
+        """Tune's storage path: a URI as given, or an absolute local path."""
+        if self.storage_path is None:
+            return str(self.resolved_output_dir())
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.storage_path):
+            return self.storage_path
+        return str(Path(self.storage_path).expanduser().resolve())
+
+    def resolved_tracking_uri(self) -> str:
+        """The spec's `tracking_uri`, else $MLFLOW_TRACKING_URI (set on a cluster's head), else
+        the embedded SQLite store under `output_dir`."""
+        if self.tracking_uri is not None:
+            return self.tracking_uri
+        if os.environ.get(TRACKING_URI_VARIABLE):
+            return os.environ[TRACKING_URI_VARIABLE]
+        return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
+
+
 @dataclass(frozen=True)
-class SearchSpec:
+class SearchSpec(RunStores):
     """A hyperparameter search over Neuron: one Optuna study (and one Tune run) per split."""
 
     base: BaseSpec = field(default_factory=BaseSpec)
@@ -267,24 +296,6 @@ class SearchSpec:
         if self.splits:
             return self.splits
         return (self.base_config().data.split,)
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir).expanduser().resolve()
-
-    def resolved_storage_path(self) -> str:
-        """Tune's storage path: a URI as given, or an absolute local path."""
-        if self.storage_path is None:
-            return str(self.resolved_output_dir())
-        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.storage_path):
-            return self.storage_path
-        return str(Path(self.storage_path).expanduser().resolve())
-
-    def resolved_tracking_uri(self) -> str:
-        if self.tracking_uri is not None:
-            return self.tracking_uri
-        if os.environ.get(TRACKING_URI_VARIABLE):
-            return os.environ[TRACKING_URI_VARIABLE]
-        return f"sqlite:///{self.resolved_output_dir() / 'mlflow.db'}"
 
     def with_overrides(self, overrides: dict[str, Any]) -> SearchSpec:
         """A new spec with dotted overrides (`num_trials`, `space.train.optimizer.lr.low`, ...) applied."""
