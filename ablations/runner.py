@@ -42,7 +42,7 @@ from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
-from search.runner import absolute_store, trial_dirname, worker_runtime_env
+from search.runner import absolute_store, start_ray, trial_dirname
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
 from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri, ui_url
@@ -316,16 +316,7 @@ def _run_ablation(
             f"MLflow experiment {spec.experiment!r} at {tracking_uri} already has runs of a study "
             f"named {name!r} (another output_dir?); choose another --name, or --resume it"
         )
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        cluster = address or spec.address or os.environ.get("RAY_ADDRESS")
-        try:
-            ray.init(address=cluster or "local", runtime_env=worker_runtime_env())
-        except ConnectionError as error:
-            raise AblationSetupError(
-                f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
-                "--address (auto, host:6379, ray://host:10001) or start the cluster first"
-            ) from error
+    started_ray = start_ray(address or spec.address, AblationSetupError)
     try:
         # After ray.init: with prepare.where=worker each distinct stage 1 is a Ray task.
         stage1 = prepare_cells(plan, spec.prepare)

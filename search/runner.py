@@ -356,6 +356,29 @@ def worker_runtime_env() -> dict[str, Any] | None:
     return {"env_vars": env_vars} if env_vars else None
 
 
+def start_ray(address: str | None, error: type[Exception]) -> bool:
+    """Connect to the cluster at `address` (else $RAY_ADDRESS), or start a local Ray of our own
+    that advertises loopback only, unless Ray is already initialised. Returns whether it started
+    one (the caller shuts it down); an unreachable cluster raises `error`."""
+    if ray.is_initialized():
+        return False
+    cluster = address or os.environ.get("RAY_ADDRESS")
+    try:
+        # "local": a new instance of our own, never a cluster that a `ray start` on this
+        # machine left behind (ray.init(address=None) would join the latest one).
+        ray.init(
+            address=cluster or "local",
+            _node_ip_address=None if cluster else "127.0.0.1",
+            runtime_env=worker_runtime_env(),
+        )
+    except ConnectionError as cause:
+        raise error(
+            f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {cause}; check "
+            "--address (auto, host:6379, ray://host:10001) or start the cluster first"
+        ) from cause
+    return True
+
+
 def absolute_store(uri: str) -> str:
     """`sqlite:///runs/x.db` → `sqlite:////abs/runs/x.db`, so a printed command works from
     any folder; other URIs unchanged."""
@@ -480,23 +503,7 @@ def _run_search(
             f"named {name!r} (another output_dir?); choose another --name, or --resume it"
         )
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        cluster = address or spec.address or os.environ.get("RAY_ADDRESS")
-        try:
-            # "local": a new instance of our own, never a cluster that a `ray start` on this
-            # machine left behind (ray.init(address=None) would join the latest one).
-            # A local instance advertises loopback only (nothing else on the network needs it).
-            ray.init(
-                address=cluster or "local",
-                _node_ip_address=None if cluster else "127.0.0.1",
-                runtime_env=worker_runtime_env(),
-            )
-        except ConnectionError as error:
-            raise SearchSetupError(
-                f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {error}; check "
-                "--address (auto, host:6379, ray://host:10001) or start the cluster first"
-            ) from error
+    started_ray = start_ray(address or spec.address, SearchSetupError)
     try:
         search = _Search(
             spec=spec,

@@ -1,4 +1,5 @@
-"""One driver per search name, an objective training reports, servers on loopback."""
+"""One driver per search name, an objective training reports, servers on loopback, workers
+that keep host memory."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 import ray
 
 from neuron import cli
+from neuron.device import host_allocator_environment
 from search.lock import NameInUseError, hold_name
-from search.runner import SearchSetupError, run_search
+from search.runner import SearchSetupError, run_search, start_ray
 from search.tracking import MlflowTracker
 from tests.search.helpers import SPECS, descendants, mlflow_server, tiny_spec
 
@@ -166,6 +168,25 @@ def test_the_embedded_ray_listens_on_loopback_only() -> None:
         assert exposed == [], exposed
     finally:
         ray.shutdown()
+
+
+@pytest.mark.skipif(
+    not host_allocator_environment({}), reason="the host allocator settings are glibc's"
+)
+def test_the_embedded_rays_workers_start_with_the_host_allocator_settings(monkeypatch) -> None:
+    """Trials run in a worker thread, where only start-up settings give one shared heap."""
+    for variable in ("RAY_ADDRESS", "GLIBC_TUNABLES", "NEURON_KEEP_HOST_MEMORY"):
+        monkeypatch.delenv(variable, raising=False)
+    assert not ray.is_initialized()
+    assert start_ray(None, SearchSetupError)
+    try:
+        worker_tunables = ray.get(
+            ray.remote(num_cpus=0)(lambda: os.environ.get("GLIBC_TUNABLES")).remote()
+        )
+    finally:
+        ray.shutdown()
+    assert worker_tunables == host_allocator_environment({})["GLIBC_TUNABLES"]
+    assert "GLIBC_TUNABLES" not in os.environ  # the driver's own environment is untouched
 
 
 # --------------------------------------------------------------------------------------------
