@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neuron.atomic import write_text_atomic
 from neuron.config import Config, load_config
 from neuron.dataset import open_dataset
 from neuron.device import keep_host_memory, resolve_device
@@ -235,15 +236,21 @@ def main() -> None:
         "prepare_system_seconds": round(prepare_system, 2),
         "prepare_system_to_user_ratio": round(prepare_system / max(prepare_user, 1e-9), 3),
     }
+    table = "\n".join(
+        [
+            "| quantity | value |",
+            "|---|---|",
+            *(f"| {key} | {value} |" for key, value in report.items()),
+        ]
+    )
     print(json.dumps(report, indent=2))
     print()
-    print("| quantity | value |")
-    print("|---|---|")
-    for key, value in report.items():
-        print(f"| {key} | {value} |")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(table)
+    if args.out:  # the JSON, and the Markdown table beside it
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out.with_suffix(".md"), table + "\n")
 
 
 if __name__ == "__main__":
