@@ -24,14 +24,15 @@ Where it deliberately differs from the reference:
 Speed (same numbers as the simple version kept in `tests/neuron/reference_encoder.py`, within
 float rounding; a test checks outputs, gradients and running statistics): every unit works on
 channels-last tensors, so the (N, C, T, V) ↔ (N·T, V·C) reshapes around the spatial shift are free
-views and the 1×1 convolutions run as plain matrix products; the spatial shifts are one
-`index_select` each on the (N·T, V·C) rows, whose gradient is the inverse permutation (a gather,
-not a zero-fill + scatter); the linear is one `addmm`; the temporal shift pads one zero frame on
-each side (zeroing only those frames), reads the interpolation neighbours with one `index_select`
-of precomputed flat positions (with stride 1, T + 1 frames: output t's later neighbour is output
-t + 1's earlier one) and blends them with one `lerp` (instead of two `gather`s with full-size
-expanded indices, validity masks and three multiplications), and its backward is the same
-two-frame read of the gradient, again without a scatter.
+views and the 1×1 convolutions run as plain matrix products; the spatial shifts are one column
+selection each on the (N·T, V·C) rows, whose gradient is the inverse permutation (a gather, not a
+zero-fill + scatter); the linear is one `addmm`. The temporal shift reads the interpolation
+neighbours with one column selection of precomputed flat positions (with stride 1, T + 1 frames:
+output t's later neighbour is output t + 1's earlier one), zeroes in place the few reads that fall
+outside the sequence, and blends them with one `lerp` (instead of two `gather`s with full-size
+expanded indices, validity masks and three multiplications); its backward is the same two-frame
+read of the gradient, again without a scatter. Column selections are a gather with the index
+broadcast over rows, which CPU threads share (`index_select`, used on one thread, is serial).
 
 On CPU most of a step is memory traffic, and the large activations are only fast when the C
 allocator keeps freed memory for the next step (`neuron.device.keep_host_memory`, which stage 1,
@@ -78,6 +79,15 @@ def spatial_shift_index(num_joints: int, channels: int, direction: int) -> Tenso
     return (source_joint * channels + channel).reshape(-1)  # (V*C,)
 
 
+def _select_columns(x: Tensor, index: Tensor) -> Tensor:
+    """x[:, index] for a 2-D x. On one CPU thread `index_select`; otherwise a gather with the
+    index broadcast over rows, the same copy, which CPU threads share (`index_select` along
+    columns runs on one thread: measured at reference sizes, 2 threads, 0.81x the step time)."""
+    if x.device.type == "cpu" and torch.get_num_threads() == 1:
+        return x.index_select(1, index)
+    return x.gather(1, index.expand(x.shape[0], -1))  # (R, K), index a broadcast view
+
+
 class _ColumnPermutation(torch.autograd.Function):
     """Columns of x (R, K) reordered by `index`; the gradient reorders back by its inverse
     (a gather, where `index_select`'s own backward zero-fills and scatters)."""
@@ -87,14 +97,14 @@ class _ColumnPermutation(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, x: Tensor, index: Tensor, inverse: Tensor
     ) -> Tensor:
         ctx.save_for_backward(inverse)
-        return x.index_select(1, index)
+        return _select_columns(x, index)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, gradient: Tensor
     ) -> tuple[Tensor, None, None]:
         (inverse,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return gradient.index_select(1, inverse), None, None
+        return _select_columns(gradient, inverse), None, None
 
 
 class ShiftGraphConv(nn.Module):
@@ -185,47 +195,45 @@ class _ReferenceOffsetGradient(torch.autograd.Function):
         )
 
 
-def _zero_padded(x: Tensor, spacing: int = 1) -> Tensor:
-    """x (N, T, V, C) with its frames `spacing` apart (zero frames between) and one zero frame on
-    each side: (N, T·spacing + 2, V, C), whose frame 1 + spacing·t is frame t of x. Only the zero
-    frames are written with zeros."""
+def _upsampled(x: Tensor, stride: int) -> Tensor:
+    """x (N, T, V, C) with `stride - 1` zero frames after each frame: (N, T·stride, V, C)."""
     batch, frames, joints, channels = x.shape
-    padded = x.new_empty(batch, frames * spacing + 2, joints, channels)
-    body = padded[:, 1:-1].view(batch, frames, spacing, joints, channels)  # (N, T, s, V, C)
-    body[:, :, 0] = x
-    if spacing > 1:
-        body[:, :, 1:].zero_()
-    padded[:, 0].zero_()
-    padded[:, -1].zero_()
-    return padded
+    out = x.new_empty(batch, frames, stride, joints, channels)  # (N, T, s, V, C)
+    out[:, :, 0] = x
+    out[:, :, 1:].zero_()
+    return out.view(batch, frames * stride, joints, channels)
 
 
 def _interpolated_read(
-    padded: Tensor, first: Tensor, step: int, out_frames: int, fraction: Tensor, second: int
+    x: Tensor, first: Tensor, step: int, out_frames: int, fraction: Tensor, second: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Read frames `t·step + first[c]` and `t·step + first[c] + second` (second = ±1) of a
-    sequence (N, T, V, C) for t < out_frames and blend them with `fraction[c]` of the second.
-    The sequence is given `_zero_padded`: padded frame p is frame p - 1, and a frame outside
-    [0, T) is clamped onto one of the two zero frames at the ends, so it reads zero.
+    """Read frames `t·step + first[c]` and `t·step + first[c] + second` (second = ±1) of
+    x (N, T, V, C) for t < out_frames (zero outside [0, T)) and blend them with `fraction[c]` of
+    the second.
 
     Returns the blend and the two reads, each (N, T_out, V, C). With step 1, output t's later
     neighbour is output t + 1's earlier one, so T_out + 1 frames are read once and the two reads
-    are views of them.
+    are views of them. A frame outside [0, T) is read clamped and zeroed in place afterwards
+    (cheaper than copying x into a zero-padded buffer first).
     """
-    batch, padded_frames, joints, channels = padded.shape
-    device = padded.device
+    batch, frames, joints, channels = x.shape
+    device = x.device
     if step == 1:
-        earlier = first + 1 + min(second, 0)  # (C,), padded frame of output 0's earlier read
+        earlier = first + min(second, 0)  # (C,), frame of output 0's earlier read
         rows = torch.arange(out_frames + 1, device=device).view(-1, 1) + earlier  # (T_out+1, C)
     else:
-        lower = torch.arange(out_frames, device=device).view(-1, 1) * step + first + 1
-        rows = torch.cat((lower, lower + second))  # (2*T_out, C), padded frames
-    rows = rows.clamp(0, padded_frames - 1)
+        lower = torch.arange(out_frames, device=device).view(-1, 1) * step + first
+        rows = torch.cat((lower, lower + second))  # (2*T_out, C)
+    outside = (rows < 0) | (rows >= frames)  # (R, C)
+    rows = rows.clamp(0, frames - 1)
     joint = torch.arange(joints, device=device).view(1, joints, 1)  # (1, V, 1)
     channel = torch.arange(channels, device=device)  # (C,)
     flat = (rows.unsqueeze(1) * joints + joint) * channels + channel  # (R, V, C)
-    reads = padded.view(batch, -1).index_select(1, flat.view(-1))  # (N, R*V*C)
+    reads = _select_columns(x.reshape(batch, -1), flat.view(-1))  # (N, R*V*C)
     reads = reads.view(batch, len(rows), joints, channels)  # (N, R, V, C)
+    # A product, not masked_fill_ (3x slower with a broadcast mask on CPU): activations are
+    # finite, so x * 1 = x and x * 0 = 0 exactly.
+    reads.mul_((~outside).unsqueeze(1).to(reads.dtype))  # (R, 1, C) over (N, R, V, C)
     if step == 1:
         earlier_read, later_read = reads[:, :-1], reads[:, 1:]  # (N, T_out, V, C) each
         first_read, second_read = (
@@ -255,7 +263,7 @@ class _TemporalShiftFunction(torch.autograd.Function):
         frames = x.shape[2]
         out_frames = -(-frames // stride)
         shifted, first_read, second_read = _interpolated_read(
-            _zero_padded(x.permute(0, 2, 3, 1)), base, stride, out_frames, fraction, +1
+            x.permute(0, 2, 3, 1), base, stride, out_frames, fraction, +1
         )  # (N, T_out, V, C) each
         ctx.save_for_backward(first_read, second_read, fraction, base)
         ctx.stride, ctx.frames = stride, frames  # type: ignore[attr-defined]
@@ -272,9 +280,10 @@ class _TemporalShiftFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
             fraction_gradient = (rows * (second_read - first_read)).sum((0, 1, 2))  # (C,)
         if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
-            # The gradient upsampled by the stride (zero frames between), then read like x.
+            if stride > 1:
+                rows = _upsampled(rows, stride)  # (N, T_out*stride, V, C)
             input_gradient, _, _ = _interpolated_read(
-                _zero_padded(rows, stride), -base, 1, frames, fraction, -1
+                rows, -base, 1, frames, fraction, -1
             )  # (N, T, V, C)
             input_gradient = input_gradient.permute(0, 3, 1, 2)  # (N, C, T, V)
         return input_gradient, fraction_gradient, None, None

@@ -13,6 +13,7 @@ from neuron.encoder import (
     ShiftGCN,
     ShiftGraphConv,
     TemporalShift,
+    _select_columns,
     encoder_flops,
     pool_features,
     spatial_shift_index,
@@ -288,3 +289,19 @@ def test_fast_temporal_shift_equals_reference(stride: int, frames: int) -> None:
     (reference * weights).sum().backward()
     torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast_offsets.grad, reference_offsets.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_column_selection_is_the_same_copy_on_one_and_on_several_threads() -> None:
+    """`_select_columns` takes `index_select` on one CPU thread and a gather on more."""
+    x = torch.randn(7, 40)
+    index = torch.randperm(40)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _select_columns(x, index)
+        torch.set_num_threads(2)
+        several = _select_columns(x, index)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, x[:, index])
+    assert torch.equal(several, x[:, index])
