@@ -210,6 +210,13 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(half)
 
 
+def pad(curves: list[np.ndarray]) -> np.ndarray:
+    """Best-so-far curves of several seeds as one array (seeds, trial-epochs): a finished
+    search keeps its best value, so each curve is padded with its last value."""
+    length = max(len(curve) for curve in curves)
+    return np.array([np.pad(curve, (0, length - len(curve)), mode="edge") for curve in curves])
+
+
 def plot(curves: dict[str, list[np.ndarray]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -218,10 +225,8 @@ def plot(curves: dict[str, list[np.ndarray]], path: Path, title: str) -> None:
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for method, runs in curves.items():
-        length = max(len(run) for run in runs)
-        # A finished search keeps its best value: pad each curve with its last value.
-        padded = np.array([np.pad(run, (0, length - len(run)), mode="edge") for run in runs])
-        steps = np.arange(1, length + 1)
+        padded = pad(runs)
+        steps = np.arange(1, padded.shape[1] + 1)
         mean = padded.mean(0)
         if len(runs) > 1:
             from scipy import stats
@@ -348,6 +353,17 @@ def trial_epochs_to(curve: np.ndarray, target: float) -> int | None:
     return int(reached[0]) + 1 if len(reached) else None
 
 
+def dumps(report: dict[str, Any]) -> str:
+    """The report as indented JSON, each search's reports on one line (they are most of it)."""
+    shown = report | {
+        "per_seed": [r | {"reports": f"@reports{i}@"} for i, r in enumerate(report["per_seed"])]
+    }
+    text = json.dumps(shown, indent=2)
+    for i, record in enumerate(report["per_seed"]):
+        text = text.replace(f'"@reports{i}@"', json.dumps(record["reports"], separators=(",", ":")))
+    return text
+
+
 def compact(rows: list[dict[str, Any]]) -> list[list[float]]:
     """The reports of one search as [trial number, epoch, objective], trials numbered in the
     order of their first report (enough to redraw the curves)."""
@@ -368,6 +384,11 @@ def seed_record(
 ) -> dict[str, Any]:
     """Both searches of one seed from their reports (`compact`) and winners' unseen-test
     metrics: trial-epochs to random's best, final bests, fractions, equal-compute bests."""
+    # Six decimals keep the JSON small and are far finer than any validation metric's step.
+    reports = {
+        method: [[int(trial), int(epoch), round(float(value), 6)] for trial, epoch, value in rows]
+        for method, rows in reports.items()
+    }
     curves = {method: curve_of(reports[method]) for method in METHODS}
     target = float(curves["random"][-1])  # random search's final best, this seed
     record: dict[str, Any] = {"seed": seed, "random_best": target}
@@ -431,6 +452,10 @@ def write_report(
     ]
     median = float(np.median(censored))
     within_goal = sum(value <= 1 / 3 for value in censored)
+    # The plotted mean curves: where TPE + ASHA's first reaches random's final mean best.
+    mean_curves = {method: pad(curves[method]).mean(0) for method in METHODS}
+    mean_target = float(mean_curves["random"][-1])
+    mean_reached = trial_epochs_to(mean_curves["tpe_asha"], mean_target)
     random_at_budget = over_seeds([r["random_best_at_tpe_asha_total"] for r in per_seed])
     gain_at_budget = over_seeds(
         [
@@ -466,12 +491,17 @@ def write_report(
         "tpe_asha_seeds_within_goal": f"{within_goal}/{seeds}",
         # Met when the median seed reaches random's best in <= 1/3 of random's trial-epochs.
         "goal_met": bool(median <= 1 / 3),
+        "mean_curves": {
+            "random_final_best": mean_target,
+            "random_trial_epochs": len(mean_curves["random"]),
+            "tpe_asha_trial_epochs_to_it": mean_reached,
+        },
         "per_seed": per_seed,
     }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / f"{args.name}.json") as temporary:
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
+        temporary.write_text(dumps(report) + "\n")
     plot(
         curves,
         out / f"{args.name}.png",
@@ -534,7 +564,9 @@ def write_report(
         f"{within_goal}/{seeds}. Goal (median ≤ 1/3): "
         f"{'met' if report['goal_met'] else 'not met'}. At equal compute "
         f"(TPE + ASHA's total trial-epochs), random's best is {cell(random_at_budget, 3)} and "
-        f"TPE + ASHA's final best minus it {cell(gain_at_budget, 3)}. "
+        f"TPE + ASHA's final best minus it {cell(gain_at_budget, 3)}. The mean curves (plot): "
+        f"TPE + ASHA's reaches random's final mean best ({mean_target:.3f}) after "
+        f"{number(mean_reached)} of random's {len(mean_curves['random'])} trial-epochs. "
         f"Wall time {wall / 60:.1f} min. Plot: {out / (args.name + '.png')}",
     ]
     markdown = "\n".join(lines) + "\n"
