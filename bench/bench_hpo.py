@@ -535,8 +535,8 @@ def write_report(
     plot(
         curves,
         out / f"{args.name}.png",
-        f"{report['base']}\n{args.trials} trials, TPE after {startup} random, {seeds} seeds; "
-        "mean and 95 % CI over seeds",
+        f"{report['base']}, ASHA grace {args.grace}, reduction {args.reduction_factor}\n"
+        f"{args.trials} trials, TPE after {startup} random, {seeds} seeds; mean and 95 % CI",
     )
 
     rung = report["first_rung"]
