@@ -15,20 +15,24 @@ search space (`search/specs/quick.yaml`): Ray Tune runs the trainable `search.tr
 
 TPE's startup trials come from a `RandomSampler` with the same seed, so both methods start with
 the same configurations (and, on CPU, the same curves): until TPE takes over, the two differ only
-by ASHA's stopping.
+by ASHA's stopping. Optuna counts only finished trials toward the startup trials, so with trials
+running concurrently TPE takes over a little later than `--startup-trials`.
 
 Same number of trials, same concurrency, several search seeds, one process. Every report of a
 trial is one trial-epoch of compute; taking all reports of a run in the order the driver
 received them (a Tune callback) gives the best validation objective found so far after k
-trial-epochs. Reported per method (mean and 95 % CI
-over seeds): the trial-epochs needed to reach the best validation objective random search finds
-(its final best, per seed), the final best validation objective, the total trial-epochs, and the
-unseen-test metric of each method's winner (the completed trial with the best selected
-validation objective; test metrics are computed by `fit` once, at the end of each trial, and
-never used for selection); and TPE + ASHA's trial-epochs to random's best as a fraction of
-random's (per seed, then mean and CI over the seeds where it got there). Writes JSON (with every
-report, enough to redraw the curves), Markdown and a PNG plot (best-so-far vs trial-epochs, both
-methods, CI bands over seeds) named `--name`.
+trial-epochs. Reported per method (mean and 95 % CI over seeds): the trial-epochs needed to
+reach the best validation objective random search finds (its final best, per seed), the final
+best validation objective, the total trial-epochs, and the unseen-test metric of each method's
+winner (the completed trial with the best selected validation objective; test metrics are
+computed by `fit` once, at the end of each trial, and never used for selection). Then TPE +
+ASHA's trial-epochs to random's best as a fraction of random's trial-epochs to it and of its
+total (per seed; mean and CI over the seeds where TPE + ASHA got there, and the median over all
+seeds, a seed that never got there counting as infinite), random's best at TPE + ASHA's total
+trial-epochs (equal compute), and how well ASHA's first rung predicts a trial's best (on random
+search's trials, which all run to the end). Writes JSON (with every report, enough to redraw the
+curves: `--from-json` rewrites all outputs from it), Markdown and a PNG plot (best-so-far vs
+trial-epochs, both methods, CI bands over seeds) named `--name`.
 
     .venv/bin/python bench/bench_hpo.py                      # 3 seeds x 12 trials x <= 9 epochs
     .venv/bin/python bench/bench_hpo.py --seeds 10 --trials 40 --startup-trials 5 \
