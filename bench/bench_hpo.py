@@ -6,24 +6,37 @@ search space (`search/specs/quick.yaml`): Ray Tune runs the trainable `search.tr
 `search.runner.NeuronOptunaSearch` (the searcher `neuron search` uses), and the schedulers come from
 `search.runner.make_scheduler`:
 
-- **TPE + ASHA**: Optuna's TPE sampler seeded with the search seed, as in `neuron search`, and
-  ASHA (grace period, reduction factor below);
+- **TPE + ASHA**: Optuna's TPE sampler seeded with the search seed, as in `neuron search`
+  (Optuna's default of 10 random startup trials before TPE proposes; `--startup-trials` changes
+  it), and ASHA (grace period, reduction factor below);
 - **random**: Optuna's `RandomSampler` with the same seed, in the same searcher class and space
   (so both draw from identical distributions and differ only in the proposal rule), and no early
   stopping (scheduler `none`).
 
+TPE's startup trials come from a `RandomSampler` with the same seed, so both methods start with
+the same configurations (and, on CPU, the same curves): until TPE takes over, the two differ only
+by ASHA's stopping. Optuna counts only finished trials toward the startup trials, so with trials
+running concurrently TPE takes over a little later than `--startup-trials`.
+
 Same number of trials, same concurrency, several search seeds, one process. Every report of a
-trial is one trial-epoch of compute; ordering all reports of a run by time gives the best
-validation objective found so far after k trial-epochs. Reported per method (mean and 95 % CI
-over seeds): the trial-epochs needed to reach the best validation objective random search finds
-(its final best, per seed), the final best validation objective, the total trial-epochs, and the
-unseen-test metric of each method's winner (the completed trial with the best selected
-validation objective; test metrics are computed by `fit` once, at the end of each trial, and
-never used for selection). Writes JSON, Markdown and a PNG plot (best-so-far vs trial-epochs,
-both methods, CI bands over seeds).
+trial is one trial-epoch of compute; taking all reports of a run in the order the driver
+received them (a Tune callback) gives the best validation objective found so far after k
+trial-epochs. Reported per method (mean and 95 % CI over seeds): the trial-epochs needed to
+reach the best validation objective random search finds (its final best, per seed), the final
+best validation objective, the total trial-epochs, and the unseen-test metric of each method's
+winner (the completed trial with the best selected validation objective; test metrics are
+computed by `fit` once, at the end of each trial, and never used for selection). Then TPE +
+ASHA's trial-epochs to random's best as a fraction of random's trial-epochs to it and of its
+total (per seed; mean and CI over the seeds where TPE + ASHA got there, and the median over all
+seeds, a seed that never got there counting as infinite), random's best at TPE + ASHA's total
+trial-epochs (equal compute), and how well ASHA's first rung predicts a trial's best (on random
+search's trials, which all run to the end). Writes JSON (with every report, enough to redraw the
+curves: `--from-json` rewrites all outputs from it), Markdown and a PNG plot (best-so-far vs
+trial-epochs, both methods, CI bands over seeds) named `--name`.
 
     .venv/bin/python bench/bench_hpo.py                      # 3 seeds x 12 trials x <= 9 epochs
-    .venv/bin/python bench/bench_hpo.py --seeds 5 --trials 24 --epochs 15
+    .venv/bin/python bench/bench_hpo.py --seeds 10 --trials 40 --startup-trials 5 \
+        --name bench_hpo_40trials
 
 The default is a cheaper variant of the quick config so that many trials are affordable: its
 small synthetic preset, 9 stage-2 epochs per trial instead of 15, ASHA rungs at 3 and 9 epochs;
@@ -40,6 +53,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,25 +70,71 @@ from neuron.train import prepare
 from search.runner import NeuronOptunaSearch, make_scheduler, study_base, suggest
 from search.space import max_epochs
 from search.spec import SchedulerSpec, SearchSpec, load_search_spec
+from search.tracking import DIVERGED
 from search.trainable import train_trial
 
 SPEC = Path(__file__).resolve().parents[1] / "search" / "specs" / "quick.yaml"
 METHODS = ("tpe_asha", "random")
+SETTINGS = (
+    "seeds",
+    "trials",
+    "epochs",
+    "grace",
+    "reduction_factor",
+    "startup_trials",
+    "concurrent",
+    "preset",
+)
+"""The flags a run's JSON records, so that `--from-json` needs none of them."""
 LABELS = {"tpe_asha": "Optuna TPE + ASHA", "random": "random search, no early stopping"}
 
 
+class ReportOrder(tune.Callback):
+    """The driver's order of trial reports: (trial id, epoch, objective) as Tune hands each
+    result to the scheduler and the searcher. Reports that only repeat a diverged trial's last
+    epoch (`DIVERGED` set) cost no compute and are left out."""
+
+    def __init__(self, objective: str) -> None:
+        self.objective = objective
+        self.reports: list[tuple[str, int, float]] = []
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        value = result.get(self.objective)
+        if value is None or result.get(DIVERGED):
+            return
+        epoch = int(result.get("epoch", result["training_iteration"]))
+        self.reports.append((str(trial.trial_id), epoch, float(value)))
+
+
+def make_sampler(method: str, seed: int, startup_trials: int | None) -> optuna.samplers.BaseSampler:
+    """Random: Optuna's RandomSampler. TPE: TPESampler(seed) as in `neuron search`, unless
+    `startup_trials` replaces Optuna's default of 10 random trials before TPE proposes."""
+    if method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if startup_trials is None:
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+
+
 def run_method(
-    method: str, seed: int, spec: SearchSpec, base: Config, prepared: Any, storage: Path
+    method: str,
+    seed: int,
+    spec: SearchSpec,
+    base: Config,
+    prepared: Any,
+    storage: Path,
+    startup_trials: int | None,
 ) -> list[dict[str, Any]]:
-    """One search; every report of every trial as a row (time, trial, epoch, objective, ...)."""
+    """One search; every report of every trial as a row (trial, epoch, objective, ...), in the
+    order the driver received them."""
     objective = spec.objective.metric
-    sampler = optuna.samplers.RandomSampler(seed=seed) if method == "random" else None
     searcher = NeuronOptunaSearch(
         space=functools.partial(suggest, ranges=spec.space, base=base),
         metric=objective,
         mode=spec.objective.mode,
-        seed=None if sampler else seed,
-        sampler=sampler,
+        sampler=make_sampler(method, seed, startup_trials),
     )
     scheduler_spec = dataclasses.replace(
         spec.scheduler, name="asha" if method == "tpe_asha" else "none"
@@ -86,6 +146,7 @@ def run_method(
         tune.with_parameters(train_trial, base=base.to_dict(), prepared=prepared),
         {"cpu": spec.resources.cpu, "gpu": 0},
     )
+    order = ReportOrder(objective)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -99,41 +160,37 @@ def run_method(
             name=f"{method}-seed{seed}",
             storage_path=str(storage),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[order],
             verbose=0,
         ),
     )
     results = tuner.fit()
-    rows = []
+    if results.num_terminated < spec.num_trials:
+        # An interrupted search (Tune returns normally after SIGINT) or failed trials would
+        # compare a partial search; the seeds finished before stay in the report.
+        raise SystemExit(
+            f"{method}, seed {seed}: {results.num_terminated} of {spec.num_trials} trials "
+            f"finished ({results.num_errors} failed); this search is not reported"
+        )
+    final: dict[str, dict[str, Any]] = {}
     for index in range(len(results)):
-        result = results[index]
-        if result.metrics_dataframe is None:
-            continue
-        frame = result.metrics_dataframe
-        last = result.metrics or {}
-        completed = "best_epoch" in last
-        for record in frame.to_dict("records"):
-            if objective not in record or record.get(objective) is None:
-                continue
-            rows.append(
-                {
-                    # Reports in wall-clock order: `timestamp` is whole seconds, so ties are
-                    # broken by the trial's own running time.
-                    "time": (int(record["timestamp"]), float(record.get("time_total_s", 0.0))),
-                    "trial": result.path,
-                    "epoch": int(record.get("epoch", record["training_iteration"])),
-                    "objective": float(record[objective]),
-                    "completed": completed,
-                    "selected": float(last.get(f"selected/{objective}", float("nan"))),
-                    "test": float(last.get("test/zsl_top1", float("nan"))),
-                }
-            )
-    rows.sort(key=lambda row: (row["time"], row["epoch"]))
+        last = results[index].metrics or {}
+        if "trial_id" in last:
+            final[str(last["trial_id"])] = last
+    rows = []
+    for trial_id, epoch, value in order.reports:
+        last = final.get(trial_id, {})
+        rows.append(
+            {
+                "trial": trial_id,
+                "epoch": epoch,
+                "objective": value,
+                "completed": "best_epoch" in last and not last.get(DIVERGED),
+                "selected": float(last.get(f"selected/{objective}", float("nan"))),
+                "test": float(last.get("test/zsl_top1", float("nan"))),
+            }
+        )
     return rows
-
-
-def best_so_far(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Best validation objective after each trial-epoch (index k: after k + 1 trial-epochs)."""
-    return np.maximum.accumulate(np.array([row["objective"] for row in rows]))
 
 
 def winner_test(rows: list[dict[str, Any]]) -> float:
@@ -157,6 +214,13 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(half)
 
 
+def pad(curves: list[np.ndarray]) -> np.ndarray:
+    """Best-so-far curves of several seeds as one array (seeds, trial-epochs): a finished
+    search keeps its best value, so each curve is padded with its last value."""
+    length = max(len(curve) for curve in curves)
+    return np.array([np.pad(curve, (0, length - len(curve)), mode="edge") for curve in curves])
+
+
 def plot(curves: dict[str, list[np.ndarray]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -165,10 +229,8 @@ def plot(curves: dict[str, list[np.ndarray]], path: Path, title: str) -> None:
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for method, runs in curves.items():
-        length = max(len(run) for run in runs)
-        # A finished search keeps its best value: pad each curve with its last value.
-        padded = np.array([np.pad(run, (0, length - len(run)), mode="edge") for run in runs])
-        steps = np.arange(1, length + 1)
+        padded = pad(runs)
+        steps = np.arange(1, padded.shape[1] + 1)
         mean = padded.mean(0)
         if len(runs) > 1:
             from scipy import stats
@@ -196,11 +258,46 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=9, help="stage-2 epochs of a full trial")
     parser.add_argument("--grace", type=int, default=3, help="ASHA grace period (epochs)")
     parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument(
+        "--startup-trials",
+        type=int,
+        default=None,
+        help="random trials before TPE proposes (default: Optuna's 10, as in `neuron search`)",
+    )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at once")
     parser.add_argument("--preset", default="small", help="synthetic preset of the quick config")
     parser.add_argument("--cache-dir", default=None, help="reuse a cache (default: temporary)")
     parser.add_argument("--out-dir", default="bench/results", help="JSON, Markdown and PNG here")
+    parser.add_argument("--name", default="bench_hpo", help="file name of the outputs, no suffix")
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        help="rewrite the outputs from a finished run's JSON (its seeds and reports) instead of "
+        "running; pass that run's flags",
+    )
     args = parser.parse_args()
+    if args.startup_trials is not None and args.startup_trials < 1:
+        parser.error(f"--startup-trials must be at least 1, got {args.startup_trials}")
+    if args.from_json is not None:
+        previous = json.loads(Path(args.from_json).read_text())
+        for key, value in previous.get("settings", {}).items():
+            setattr(args, key, value)
+        records = [
+            seed_record(
+                r["seed"],
+                r["reports"],
+                {method: r[method]["winner_unseen_test_zsl_top1"] for method in METHODS},
+            )
+            for r in previous["per_seed"]
+        ]
+        write_report(
+            records,
+            args,
+            previous["objective"],
+            previous["wall_seconds"],
+            final=True,
+        )
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench-hpo-"))
     cache_dir = args.cache_dir or str(work / "cache")
@@ -230,98 +327,236 @@ def main() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(address="local", num_cpus=args.concurrent, include_dashboard=False)
     started = time.perf_counter()
-    runs: dict[str, list[list[dict[str, Any]]]] = {method: [] for method in METHODS}
+    per_seed: list[dict[str, Any]] = []
     try:
         for seed in range(args.seeds):
-            for method in METHODS:
-                runs[method].append(run_method(method, seed, spec, base, prepared, work / "tune"))
-            # Written after every seed, so an interrupted run still leaves its finished seeds.
-            write_report(
-                runs, args, spec, time.perf_counter() - started, final=seed == args.seeds - 1
+            runs = {
+                method: run_method(
+                    method, seed, spec, base, prepared, work / "tune", args.startup_trials
+                )
+                for method in METHODS
+            }
+            per_seed.append(
+                seed_record(
+                    seed,
+                    {method: compact(rows) for method, rows in runs.items()},
+                    {method: winner_test(rows) for method, rows in runs.items()},
+                )
             )
+            # Written after every seed, so an interrupted run still leaves its finished seeds.
+            wall = time.perf_counter() - started
+            write_report(per_seed, args, spec.objective.metric, wall, final=seed == args.seeds - 1)
     finally:
         ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def trial_epochs_to(curve: np.ndarray, target: float) -> int | None:
+    """Trial-epochs until the best-so-far curve first reaches `target`; None if it never does."""
+    reached = np.flatnonzero(curve >= target - 1e-12)
+    return int(reached[0]) + 1 if len(reached) else None
+
+
+def dumps(report: dict[str, Any]) -> str:
+    """The report as indented JSON, each search's reports on one line (they are most of it)."""
+    shown = report | {
+        "per_seed": [r | {"reports": f"@reports{i}@"} for i, r in enumerate(report["per_seed"])]
+    }
+    text = json.dumps(shown, indent=2)
+    for i, record in enumerate(report["per_seed"]):
+        text = text.replace(f'"@reports{i}@"', json.dumps(record["reports"], separators=(",", ":")))
+    return text
+
+
+def compact(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """The reports of one search as [trial number, epoch, objective], trials numbered in the
+    order of their first report (enough to redraw the curves)."""
+    numbers: dict[str, int] = {}
+    return [
+        [numbers.setdefault(row["trial"], len(numbers)), row["epoch"], row["objective"]]
+        for row in rows
+    ]
+
+
+def curve_of(reports: list[list[float]]) -> np.ndarray:
+    """Best validation objective after each trial-epoch, from `compact` reports."""
+    return np.maximum.accumulate(np.array([objective for _, _, objective in reports]))
+
+
+def seed_record(
+    seed: int, reports: dict[str, list[list[float]]], winners: dict[str, float]
+) -> dict[str, Any]:
+    """Both searches of one seed from their reports (`compact`) and winners' unseen-test
+    metrics: trial-epochs to random's best, final bests, fractions, equal-compute bests."""
+    # Six decimals keep the JSON small and are far finer than any validation metric's step.
+    reports = {
+        method: [[int(trial), int(epoch), round(float(value), 6)] for trial, epoch, value in rows]
+        for method, rows in reports.items()
+    }
+    curves = {method: curve_of(reports[method]) for method in METHODS}
+    target = float(curves["random"][-1])  # random search's final best, this seed
+    record: dict[str, Any] = {"seed": seed, "random_best": target}
+    for method in METHODS:
+        curve = curves[method]
+        record[method] = {
+            "trial_epochs_total": len(curve),
+            "trial_epochs_to_random_best": trial_epochs_to(curve, target),
+            "final_best_validation": float(curve[-1]),
+            "winner_unseen_test_zsl_top1": winners[method],
+        }
+    ours = record["tpe_asha"]["trial_epochs_to_random_best"]
+    random_to_best = record["random"]["trial_epochs_to_random_best"]
+    record["fraction_of_random_to_best"] = None if ours is None else ours / random_to_best
+    record["fraction_of_random_total"] = (
+        None if ours is None else ours / record["random"]["trial_epochs_total"]
+    )
+    # Equal compute: random's best after as many trial-epochs as TPE + ASHA spent in all.
+    budget = min(record["tpe_asha"]["trial_epochs_total"], len(curves["random"]))
+    record["random_best_at_tpe_asha_total"] = float(curves["random"][budget - 1])
+    record["reports"] = reports
+    return record
+
+
+def first_rung_diagnostics(
+    per_seed: list[dict[str, Any]], grace: int, reduction: int
+) -> dict[str, Any]:
+    """How well ASHA's first rung predicts a trial's best, on random search's trials (they all
+    run to the end): Spearman's rank correlation between the objective at epoch `grace` and the
+    trial's best objective, and in how many seeds the trial holding random's best was in the top
+    1 / `reduction` at epoch `grace` (the share ASHA lets go on)."""
+    from scipy import stats
+
+    at_grace, best, kept = [], [], 0
+    for record in per_seed:
+        trials: dict[int, dict[int, float]] = {}
+        for trial, epoch, value in record["reports"]["random"]:
+            trials.setdefault(int(trial), {})[int(epoch)] = value
+        full = {t: curve for t, curve in trials.items() if grace in curve}
+        at_grace += [curve[grace] for curve in full.values()]
+        best += [max(curve.values()) for curve in full.values()]
+        winner = max(full, key=lambda t: max(full[t].values()))
+        ranked = sorted(full, key=lambda t: -full[t][grace])
+        kept += winner in ranked[: max(1, len(ranked) // reduction)]
+    rho = float(stats.spearmanr(at_grace, best).statistic) if len(best) > 2 else float("nan")
+    return {
+        "epoch": grace,
+        "random_trials": len(best),
+        "spearman_objective_at_epoch_vs_trial_best": rho,
+        "seeds_where_random_winner_was_in_top_share": f"{kept}/{len(per_seed)}",
+    }
 
 
 def write_report(
-    runs: dict[str, list[list[dict[str, Any]]]],
+    per_seed: list[dict[str, Any]],
     args: argparse.Namespace,
-    spec: SearchSpec,
+    objective: str,
     wall: float,
     final: bool,
 ) -> None:
     """Summaries over the seeds finished so far: JSON, Markdown, the plot; printed when final."""
-    seeds = len(runs["random"])
-    curves = {method: [best_so_far(rows) for rows in runs[method]] for method in METHODS}
-    per_seed = []
-    for seed in range(seeds):
-        target = float(curves["random"][seed][-1])  # random search's final best, this seed
-        record: dict[str, Any] = {"seed": seed, "random_best": target}
-        for method in METHODS:
-            curve = curves[method][seed]
-            reached = np.flatnonzero(curve >= target - 1e-12)
-            record[method] = {
-                "trial_epochs_total": len(curve),
-                "trial_epochs_to_random_best": int(reached[0]) + 1 if len(reached) else None,
-                "final_best_validation": float(curve[-1]),
-                "winner_unseen_test_zsl_top1": winner_test(runs[method][seed]),
-            }
-        per_seed.append(record)
+    seeds = len(per_seed)
+    curves = {method: [curve_of(r["reports"][method]) for r in per_seed] for method in METHODS}
+
+    def over_seeds(values: list[Any]) -> tuple[float, float]:
+        return mean_ci([float("nan") if v is None else float(v) for v in values])
 
     summary: dict[str, Any] = {}
     for method in METHODS:
-        reached_at = [r[method]["trial_epochs_to_random_best"] for r in per_seed]
         summary[method] = {
-            "trial_epochs_to_random_best": mean_ci(
-                [float("nan") if v is None else float(v) for v in reached_at]
-            ),
-            "seeds_reaching_random_best": sum(v is not None for v in reached_at),
-            "trial_epochs_total": mean_ci([r[method]["trial_epochs_total"] for r in per_seed]),
-            "final_best_validation": mean_ci(
-                [r[method]["final_best_validation"] for r in per_seed]
-            ),
-            "winner_unseen_test_zsl_top1": mean_ci(
-                [r[method]["winner_unseen_test_zsl_top1"] for r in per_seed]
-            ),
+            key: over_seeds([r[method][key] for r in per_seed])
+            for key in (
+                "trial_epochs_to_random_best",
+                "final_best_validation",
+                "trial_epochs_total",
+                "winner_unseen_test_zsl_top1",
+            )
         }
-    fractions = [
-        r["tpe_asha"]["trial_epochs_to_random_best"] / r["random"]["trial_epochs_to_random_best"]
+        summary[method]["seeds_reaching_random_best"] = sum(
+            r[method]["trial_epochs_to_random_best"] is not None for r in per_seed
+        )
+    reached = summary["tpe_asha"]["seeds_reaching_random_best"]
+    fraction = over_seeds([r["fraction_of_random_to_best"] for r in per_seed])
+    fraction_total = over_seeds([r["fraction_of_random_total"] for r in per_seed])
+    # A seed where TPE + ASHA never reached random's best counts as an infinite fraction: the
+    # median and the count of seeds within the goal use every seed.
+    censored = [
+        math.inf if r["fraction_of_random_to_best"] is None else r["fraction_of_random_to_best"]
         for r in per_seed
-        if r["tpe_asha"]["trial_epochs_to_random_best"] is not None
     ]
+    median = float(np.median(censored))
+    within_goal = sum(value <= 1 / 3 for value in censored)
+    # The plotted mean curves: where TPE + ASHA's first reaches random's final mean best.
+    mean_curves = {method: pad(curves[method]).mean(0) for method in METHODS}
+    mean_target = float(mean_curves["random"][-1])
+    mean_reached = trial_epochs_to(mean_curves["tpe_asha"], mean_target)
+    random_at_budget = over_seeds([r["random_best_at_tpe_asha_total"] for r in per_seed])
+    gain_at_budget = over_seeds(
+        [
+            r["tpe_asha"]["final_best_validation"] - r["random_best_at_tpe_asha_total"]
+            for r in per_seed
+        ]
+    )
+    startup = 10 if args.startup_trials is None else args.startup_trials
     report = {
         "base": f"quick config, synthetic preset {args.preset}, {args.epochs} stage-2 epochs",
-        "objective": spec.objective.metric,
+        "objective": objective,
         "trials_per_search": args.trials,
         "concurrent_trials": args.concurrent,
         "seeds": seeds,
         "seeds_planned": args.seeds,
         "asha": {"grace_period": args.grace, "reduction_factor": args.reduction_factor},
-        "tpe": "Optuna TPESampler(seed) as in `neuron search` (its first 10 trials are random)",
+        "tpe": f"Optuna TPESampler(seed), its first {startup} trials random"
+        + (" (Optuna's default, as in `neuron search`)" if args.startup_trials is None else ""),
         "random": "Optuna RandomSampler(seed), scheduler none",
         "wall_seconds": round(wall, 1),
+        "settings": {key: getattr(args, key) for key in SETTINGS},
         "summary": summary,
-        "tpe_asha_fraction_of_random_trial_epochs_to_random_best": mean_ci(fractions),
-        "tpe_asha_reached_random_best_in_seeds": f"{len(fractions)}/{seeds}",
+        "goal": "TPE + ASHA reaches random's best in <= 1/3 of the trial-epochs random needs",
+        # Over the seeds where TPE + ASHA reached random's best (`reached_in_seeds`).
+        "tpe_asha_fraction_of_random_trial_epochs_to_random_best": fraction,
+        "tpe_asha_fraction_of_random_total_trial_epochs": fraction_total,
+        "tpe_asha_reached_random_best_in_seeds": f"{reached}/{seeds}",
+        "random_best_validation_at_tpe_asha_total_trial_epochs": random_at_budget,
+        "tpe_asha_final_best_minus_random_at_equal_trial_epochs": gain_at_budget,
+        "tpe_asha_median_fraction_of_random_trial_epochs_to_random_best": (
+            None if math.isinf(median) else median
+        ),
+        "tpe_asha_seeds_within_goal": f"{within_goal}/{seeds}",
+        # Met when the median seed reaches random's best in <= 1/3 of random's trial-epochs.
+        "goal_met": bool(median <= 1 / 3),
+        "first_rung": first_rung_diagnostics(per_seed, args.grace, args.reduction_factor),
+        "mean_curves": {
+            "random_final_best": mean_target,
+            "random_trial_epochs": len(mean_curves["random"]),
+            "tpe_asha_trial_epochs_to_it": mean_reached,
+        },
         "per_seed": per_seed,
     }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "bench_hpo.json") as temporary:
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_path(out / f"{args.name}.json") as temporary:
+        temporary.write_text(dumps(report) + "\n")
     plot(
         curves,
-        out / "bench_hpo.png",
-        f"{report['base']}; {args.trials} trials, {seeds} seeds; mean, 95 % CI",
+        out / f"{args.name}.png",
+        f"{report['base']}, ASHA grace {args.grace}, reduction {args.reduction_factor}\n"
+        f"{args.trials} trials, TPE after {startup} random, {seeds} seeds; mean and 95 % CI",
     )
+
+    rung = report["first_rung"]
 
     def cell(value: tuple[float, float], digits: int) -> str:
         mean, half = value
         return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
+    def number(value: float | None, digits: int = 0) -> str:
+        return "not reached" if value is None else f"{value:.{digits}f}"
+
     lines = [
-        f"{report['base']}, {args.trials} trials per search, {args.concurrent} at a time, "
-        f"{seeds} search seeds, objective {spec.objective.metric} (mean ± 95 % CI over seeds)",
+        f"{report['base']}, {args.trials} trials per search ({report['tpe']}), "
+        f"{args.concurrent} at a time, ASHA grace {args.grace} and reduction factor "
+        f"{args.reduction_factor}, {seeds} search seeds, objective {objective} "
+        "(mean ± 95 % CI over seeds)",
         "",
         "| method | trial-epochs to random's best | final best validation | total trial-epochs "
         "| winner's unseen-test ZSL top-1 |",
@@ -337,16 +572,54 @@ def write_report(
         )
     lines += [
         "",
-        "TPE + ASHA's trial-epochs to reach random's best, as a fraction of random's: "
-        f"{cell(report['tpe_asha_fraction_of_random_trial_epochs_to_random_best'], 2)} "
-        f"(seeds where TPE + ASHA reached it: {report['tpe_asha_reached_random_best_in_seeds']}). "
-        f"Wall time {wall / 60:.1f} min. Plot: {out / 'bench_hpo.png'}",
+        "| seed | random's best | trial-epochs to it: TPE + ASHA / random (of random's total) "
+        "| fraction of random's | fraction of random's total | final best: TPE + ASHA / random "
+        "| random's best after TPE + ASHA's total | winner's test: TPE + ASHA / random |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in per_seed:
+        ours, theirs = r["tpe_asha"], r["random"]
+        lines.append(
+            f"| {r['seed']} | {r['random_best']:.3f} "
+            f"| {number(ours['trial_epochs_to_random_best'])} / "
+            f"{theirs['trial_epochs_to_random_best']} ({theirs['trial_epochs_total']}) "
+            f"| {number(r['fraction_of_random_to_best'], 2)} "
+            f"| {number(r['fraction_of_random_total'], 2)} "
+            f"| {ours['final_best_validation']:.3f} / {theirs['final_best_validation']:.3f} "
+            f"| {r['random_best_at_tpe_asha_total']:.3f} "
+            f"| {ours['winner_unseen_test_zsl_top1']:.3f} / "
+            f"{theirs['winner_unseen_test_zsl_top1']:.3f} |"
+        )
+    lines += [
+        "",
+        "TPE + ASHA's trial-epochs to reach random's best, as a fraction of the trial-epochs "
+        f"random needs to reach it: {cell(fraction, 2)}; as a fraction of random's total: "
+        f"{cell(fraction_total, 2)} (over the {reached}/{seeds} seeds where TPE + ASHA reached "
+        f"it); median over all seeds (not reached = ∞): "
+        f"{'∞' if math.isinf(median) else f'{median:.2f}'}; seeds within ≤ 1/3: "
+        f"{within_goal}/{seeds}. Goal (median ≤ 1/3): "
+        f"{'met' if report['goal_met'] else 'not met'}. At equal compute "
+        f"(TPE + ASHA's total trial-epochs), random's best is {cell(random_at_budget, 3)} and "
+        f"TPE + ASHA's final best minus it {cell(gain_at_budget, 3)}. The mean curves (plot): "
+        f"TPE + ASHA's reaches random's final mean best ({mean_target:.3f}) "
+        + (
+            "never"
+            if mean_reached is None
+            else f"after {mean_reached} of random's {len(mean_curves['random'])} trial-epochs"
+        )
+        + ". "
+        f"ASHA's first rung (epoch {args.grace}) on random's {rung['random_trials']} trials: "
+        f"Spearman ρ between the objective there and the trial's best "
+        f"{rung['spearman_objective_at_epoch_vs_trial_best']:.2f}; random's winner was in the "
+        f"top 1/{args.reduction_factor} there in "
+        f"{rung['seeds_where_random_winner_was_in_top_share']} seeds. "
+        f"Wall time {wall / 60:.1f} min. Plot: {out / (args.name + '.png')}",
     ]
     markdown = "\n".join(lines) + "\n"
-    with atomic_path(out / "bench_hpo.md") as temporary:
+    with atomic_path(out / f"{args.name}.md") as temporary:
         temporary.write_text(markdown)
     if final:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({k: v for k, v in report.items() if k != "per_seed"}, indent=2))
         print()
         print(markdown)
 
