@@ -42,7 +42,7 @@ from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
-from search.runner import absolute_store, start_ray, trial_dirname
+from search.runner import absolute_store, open_tracker, start_ray, trial_dirname
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
 from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri, ui_url
@@ -309,13 +309,9 @@ def _run_ablation(
     record = output / "ablation.yaml"
     _check_resume(spec, name, record, resume)
     tracking_uri = spec.resolved_tracking_uri()
-    check_tracking_uri(tracking_uri)
-    tracker = MlflowTracker(tracking_uri, spec.experiment)
-    if not resume and tracker.find_run({TAG_ABLATION: name}) is not None:
-        raise AblationSetupError(
-            f"MLflow experiment {spec.experiment!r} at {tracking_uri} already has runs of a study "
-            f"named {name!r} (another output_dir?); choose another --name, or --resume it"
-        )
+    tracker = open_tracker(
+        tracking_uri, spec.experiment, TAG_ABLATION, name, resume, AblationSetupError, "study"
+    )
     started_ray = start_ray(address or spec.address, AblationSetupError)
     try:
         # After ray.init: with prepare.where=worker each distinct stage 1 is a Ray task.

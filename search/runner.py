@@ -356,6 +356,27 @@ def worker_runtime_env() -> dict[str, Any] | None:
     return {"env_vars": env_vars} if env_vars else None
 
 
+def open_tracker(
+    tracking_uri: str,
+    experiment: str,
+    tag: str,
+    name: str,
+    resume: bool,
+    error: type[Exception],
+    kind: str,
+) -> MlflowTracker:
+    """The checked MLflow store; unless resuming, `error` if the experiment already has runs
+    tagged `tag` = `name` (a `kind`, search or study, of that name from another output_dir)."""
+    check_tracking_uri(tracking_uri)
+    tracker = MlflowTracker(tracking_uri, experiment)
+    if not resume and tracker.find_run({tag: name}) is not None:
+        raise error(
+            f"MLflow experiment {experiment!r} at {tracking_uri} already has runs of a {kind} "
+            f"named {name!r} (another output_dir?); choose another --name, or --resume it"
+        )
+    return tracker
+
+
 def start_ray(address: str | None, error: type[Exception]) -> bool:
     """Connect to the cluster at `address` (else $RAY_ADDRESS), or start a local Ray of our own
     that advertises loopback only, unless Ray is already initialised. Returns whether it started
@@ -495,13 +516,9 @@ def _run_search(
 ) -> SearchResult:
     _check_resume(spec, name, record, resume)
     tracking_uri = spec.resolved_tracking_uri()
-    check_tracking_uri(tracking_uri)
-    tracker = MlflowTracker(tracking_uri, spec.experiment)
-    if not resume and tracker.find_run({TAG_SEARCH: name}) is not None:
-        raise SearchSetupError(
-            f"MLflow experiment {spec.experiment!r} at {tracking_uri} already has runs of a search "
-            f"named {name!r} (another output_dir?); choose another --name, or --resume it"
-        )
+    tracker = open_tracker(
+        tracking_uri, spec.experiment, TAG_SEARCH, name, resume, SearchSetupError, "search"
+    )
 
     started_ray = start_ray(address or spec.address, SearchSetupError)
     try:
