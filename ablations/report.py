@@ -248,12 +248,18 @@ class Report:
         return out.getvalue()
 
     def figure_png(self, split: str) -> bytes:
-        """Bars (mean) with CI whiskers per variant, one panel per metric; full highlighted."""
+        """Bars (mean) with CI whiskers per variant, one panel per metric; full highlighted.
+        Drawn in matplotlib's default style whatever the process set before, so a report
+        rebuilt elsewhere gives the same bytes."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        with plt.style.context("default"):
+            return self._draw(split, plt)
+
+    def _draw(self, split: str, plt: Any) -> bytes:
         metrics = self.plan["metrics"]
         names = [v["name"] for v in self.variants]
         figure, axes = plt.subplots(

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 from mlflow.entities import Metric
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from ablations.spec import Cell, Plan
@@ -28,9 +27,7 @@ from search.tracking import (
     TAG_SPLIT,
     TAG_STATUS,
     MlflowTracker,
-    _error_text,
-    _metrics_of,
-    error_reason,
+    TrialRunsCallback,
     flatten,
     trial_status,
 )
@@ -104,7 +101,7 @@ def cell_tags(name: str, plan: Plan, cell: Cell) -> dict[str, str]:
     } | {f"neuron.override.{k}": json.dumps(v) for k, v in variant.overrides.items()}
 
 
-class AblationCallback(Callback):
+class AblationCallback(TrialRunsCallback):
     """One MLflow child run per cell: params = the resolved config, per-epoch metrics, final
     status (`completed` / `failed: reason`); interrupted studies are marked KILLED."""
 
@@ -116,24 +113,17 @@ class AblationCallback(Callback):
         study_runs: dict[str, str],
         top_run: str | None,
     ) -> None:
-        self.tracker = tracker
+        super().__init__(tracker)
         self.name = name
         self.plan = plan
         self.study_runs = study_runs
         self.top_run = top_run
-        self._runs: dict[str, str] = {}
-        self._logged_steps: dict[str, set[int]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_runs": {}, "_logged_steps": {}}
 
     def cell(self, trial: Trial) -> Cell:
         key = trial.config["cell"]
         return next(c for c in self.plan.cells if c.key == key)
 
-    def run_id(self, trial: Trial) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
+    def open_run(self, trial: Trial) -> tuple[str, bool]:
         cell = self.cell(trial)
         run_id, created = self.tracker.ensure_run(
             {TAG_ABLATION: self.name, TAG_CELL: cell.key},
@@ -149,61 +139,12 @@ class AblationCallback(Callback):
             self.tracker.client.log_text(
                 run_id, json.dumps(config.to_dict(), indent=2), "config.json"
             )
-            self._logged_steps[trial.trial_id] = set()
-        else:
-            self.tracker.log(run_id, tags={TAG_STATUS: "running"})
-            history = self.tracker.client.get_metric_history(run_id, "epoch")
-            self._logged_steps[trial.trial_id] = {m.step for m in history}
-        self._runs[trial.trial_id] = run_id
-        return run_id
+        return run_id, created
 
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        self.run_id(trial)
-
-    def on_trial_restore(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        self.run_id(trial)
-
-    def on_trial_recover(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        self.tracker.log(
-            self.run_id(trial),
-            tags={
-                "neuron.recoveries": str(trial.num_failures),
-                "neuron.last_recovered_error": error_reason(_error_text(trial)),
-            },
-        )
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
-    ) -> None:
-        run_id = self.run_id(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step in self._logged_steps[trial.trial_id]:
-            return  # replayed after a restore: this epoch is already recorded
-        self._logged_steps[trial.trial_id].add(step)
-        self.tracker.log(run_id, metrics=_metrics_of(result, step), background=True)
-
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        status, epochs = trial_status(trial.last_result)
-        # A diverged run ends normally under Tune (no retry) but is a failed cell.
-        self._finish(trial, status, epochs, "FAILED" if status.startswith("failed") else "FINISHED")
-
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        epochs = trial_status(trial.last_result)[1]
-        self._finish(trial, f"failed: {error_reason(_error_text(trial))}", epochs, "FAILED")
-
-    def _finish(self, trial: Trial, status: str, epochs: int, mlflow_status: str) -> None:
+    def finish_trial(self, trial: Trial, status: str, mlflow_status: str) -> None:
         run_id = self.run_id(trial)
         self.tracker.flush(run_id)
+        epochs = trial_status(trial.last_result)[1]
         now = int(time.time() * 1000)
         self.tracker.log(
             run_id,
@@ -225,15 +166,7 @@ class AblationCallback(Callback):
                 if trial is not None and trial.status == Trial.ERROR:
                     self.on_trial_error(0, trials, trial)
                     continue
-                epochs = trial_status(trial.last_result if trial else None)[1]
-                self.tracker.log(
-                    run.info.run_id,
-                    tags={
-                        TAG_STATUS: f"interrupted at epoch {epochs} (continue with --resume)",
-                        TAG_EPOCHS: str(epochs),
-                    },
-                )
-                self.tracker.finish(run.info.run_id, "KILLED")
+                self.mark_interrupted(run.info.run_id, trial)
             if unfinished:
                 self.tracker.log(
                     study_run, tags={TAG_STATUS: "interrupted (continue with --resume)"}

@@ -6,9 +6,11 @@ search space (`search/specs/quick.yaml`): Ray Tune runs the trainable `search.tr
 `search.runner.NeuronOptunaSearch` (the searcher `neuron search` uses), and the schedulers come from
 `search.runner.make_scheduler`:
 
-- **TPE + ASHA**: Optuna's TPE sampler seeded with the search seed, as in `neuron search`
-  (Optuna's default of 10 random startup trials before TPE proposes; `--startup-trials` changes
-  it), and ASHA (grace period, reduction factor below);
+- **TPE + ASHA**: the spec's sampler (`sampler` in quick.yaml: TPE seeded with the search seed,
+  its startup trials random; `--startup-trials` and `--multivariate` change it), as in
+  `neuron search`, and ASHA (grace period, reduction factor below) comparing what `neuron
+  search` compares (`search.runner.ranking_metric`: the best validation objective each trial has
+  selected so far);
 - **random**: Optuna's `RandomSampler` with the same seed, in the same searcher class and space
   (so both draw from identical distributions and differ only in the proposal rule), and no early
   stopping (scheduler `none`).
@@ -30,7 +32,8 @@ ASHA's trial-epochs to random's best as a fraction of random's trial-epochs to i
 total (per seed; mean and CI over the seeds where TPE + ASHA got there, and the median over all
 seeds, a seed that never got there counting as infinite), random's best at TPE + ASHA's total
 trial-epochs (equal compute), and how well ASHA's first rung predicts a trial's best (on random
-search's trials, which all run to the end). Writes JSON (with every report, enough to redraw the
+search's trials, which all run to the end: the epoch's objective and the best so far, at the
+first rung and at every epoch). Writes JSON (with every report, enough to redraw the
 curves: `--from-json` rewrites all outputs from it), Markdown and a PNG plot (best-so-far vs
 trial-epochs, both methods, CI bands over seeds) named `--name`.
 
@@ -60,16 +63,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import ray
 from ray import tune
 
 from neuron.atomic import atomic_path
 from neuron.config import Config
 from neuron.train import prepare
-from search.runner import NeuronOptunaSearch, make_scheduler, study_base, suggest
+from search.runner import (
+    NeuronOptunaSearch,
+    make_sampler,
+    make_scheduler,
+    ranking_metric,
+    study_base,
+    suggest,
+)
 from search.space import max_epochs
-from search.spec import SchedulerSpec, SearchSpec, load_search_spec
+from search.spec import SamplerSpec, SchedulerSpec, SearchSpec, load_search_spec
 from search.tracking import DIVERGED
 from search.trainable import train_trial
 
@@ -77,11 +86,14 @@ SPEC = Path(__file__).resolve().parents[1] / "search" / "specs" / "quick.yaml"
 METHODS = ("tpe_asha", "random")
 SETTINGS = (
     "seeds",
+    "first_seed",
     "trials",
     "epochs",
     "grace",
     "reduction_factor",
     "startup_trials",
+    "multivariate",
+    "asha_compares",
     "concurrent",
     "preset",
 )
@@ -108,14 +120,12 @@ class ReportOrder(tune.Callback):
         self.reports.append((str(trial.trial_id), epoch, float(value)))
 
 
-def make_sampler(method: str, seed: int, startup_trials: int | None) -> optuna.samplers.BaseSampler:
-    """Random: Optuna's RandomSampler. TPE: TPESampler(seed) as in `neuron search`, unless
-    `startup_trials` replaces Optuna's default of 10 random trials before TPE proposes."""
+def method_sampler(method: str, spec: SearchSpec) -> SamplerSpec:
+    """Random: Optuna's RandomSampler. TPE: the spec's sampler (`sampler` in the search spec,
+    as `neuron search` runs it, with `--startup-trials` / `--multivariate` applied)."""
     if method == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if startup_trials is None:
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+        return SamplerSpec(name="random")
+    return spec.sampler
 
 
 def run_method(
@@ -125,7 +135,6 @@ def run_method(
     base: Config,
     prepared: Any,
     storage: Path,
-    startup_trials: int | None,
 ) -> list[dict[str, Any]]:
     """One search; every report of every trial as a row (trial, epoch, objective, ...), in the
     order the driver received them."""
@@ -134,7 +143,7 @@ def run_method(
         space=functools.partial(suggest, ranges=spec.space, base=base),
         metric=objective,
         mode=spec.objective.mode,
-        sampler=make_sampler(method, seed, startup_trials),
+        sampler=make_sampler(method_sampler(method, spec), seed),
     )
     scheduler_spec = dataclasses.replace(
         spec.scheduler, name="asha" if method == "tpe_asha" else "none"
@@ -254,6 +263,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, default=3, help="search seeds per method")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="search seeds are first-seed, first-seed + 1, ... (fresh seeds check settings "
+        "chosen on an earlier run's seeds)",
+    )
     parser.add_argument("--trials", type=int, default=12, help="trials per search")
     parser.add_argument("--epochs", type=int, default=9, help="stage-2 epochs of a full trial")
     parser.add_argument("--grace", type=int, default=3, help="ASHA grace period (epochs)")
@@ -262,7 +278,13 @@ def main() -> None:
         "--startup-trials",
         type=int,
         default=None,
-        help="random trials before TPE proposes (default: Optuna's 10, as in `neuron search`)",
+        help="random trials before TPE proposes (default: the spec's sampler.startup_trials)",
+    )
+    parser.add_argument(
+        "--multivariate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="multivariate TPE (default: the spec's sampler.multivariate)",
     )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at once")
     parser.add_argument("--preset", default="small", help="synthetic preset of the quick config")
@@ -280,6 +302,10 @@ def main() -> None:
         parser.error(f"--startup-trials must be at least 1, got {args.startup_trials}")
     if args.from_json is not None:
         previous = json.loads(Path(args.from_json).read_text())
+        # Runs recorded before these settings existed: Optuna's 10 startup trials, univariate
+        # TPE, ASHA on the epoch's objective.
+        args.startup_trials, args.multivariate = 10, False
+        args.asha_compares, args.first_seed = previous["objective"], 0
         for key, value in previous.get("settings", {}).items():
             setattr(args, key, value)
         records = [
@@ -315,8 +341,17 @@ def main() -> None:
             },
         },
     )
+    sampler = spec.sampler
+    if args.startup_trials is not None:
+        sampler = dataclasses.replace(sampler, startup_trials=args.startup_trials)
+    if args.multivariate is not None:
+        sampler = dataclasses.replace(sampler, multivariate=args.multivariate)
+    # The flags as run (recorded in the JSON, so --from-json describes this run).
+    args.startup_trials, args.multivariate = sampler.startup_trials, sampler.multivariate
+    args.asha_compares = ranking_metric(spec)
     spec = dataclasses.replace(
         spec,
+        sampler=dataclasses.replace(sampler, name="tpe"),
         scheduler=SchedulerSpec(
             name="asha", grace_period=args.grace, reduction_factor=float(args.reduction_factor)
         ),
@@ -329,11 +364,9 @@ def main() -> None:
     started = time.perf_counter()
     per_seed: list[dict[str, Any]] = []
     try:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs = {
-                method: run_method(
-                    method, seed, spec, base, prepared, work / "tune", args.startup_trials
-                )
+                method: run_method(method, seed, spec, base, prepared, work / "tune")
                 for method in METHODS
             }
             per_seed.append(
@@ -345,7 +378,9 @@ def main() -> None:
             )
             # Written after every seed, so an interrupted run still leaves its finished seeds.
             wall = time.perf_counter() - started
-            write_report(per_seed, args, spec.objective.metric, wall, final=seed == args.seeds - 1)
+            write_report(
+                per_seed, args, spec.objective.metric, wall, final=len(per_seed) == args.seeds
+            )
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -418,30 +453,47 @@ def seed_record(
 
 
 def first_rung_diagnostics(
-    per_seed: list[dict[str, Any]], grace: int, reduction: int
+    per_seed: list[dict[str, Any]], grace: int, reduction: int, best_so_far: bool
 ) -> dict[str, Any]:
     """How well ASHA's first rung predicts a trial's best, on random search's trials (they all
-    run to the end): Spearman's rank correlation between the objective at epoch `grace` and the
-    trial's best objective, and in how many seeds the trial holding random's best was in the top
-    1 / `reduction` at epoch `grace` (the share ASHA lets go on)."""
+    run to the end): Spearman's rank correlation between the trial's best objective and, at epoch
+    `grace`, the epoch's objective and the best so far (the selection so far, which ASHA compares
+    when `best_so_far`); in how many seeds the trial holding random's best was in the top
+    1 / `reduction` at epoch `grace` on what ASHA compares (the share ASHA lets go on); and the
+    best-so-far correlation at every epoch (where a rung would predict well)."""
     from scipy import stats
 
-    at_grace, best, kept = [], [], 0
+    curves: list[dict[int, float]] = []
+    kept = 0
     for record in per_seed:
         trials: dict[int, dict[int, float]] = {}
         for trial, epoch, value in record["reports"]["random"]:
             trials.setdefault(int(trial), {})[int(epoch)] = value
         full = {t: curve for t, curve in trials.items() if grace in curve}
-        at_grace += [curve[grace] for curve in full.values()]
-        best += [max(curve.values()) for curve in full.values()]
+        curves += list(full.values())
+
+        compared = {
+            t: max(v for e, v in curve.items() if e <= grace) if best_so_far else curve[grace]
+            for t, curve in full.items()
+        }
         winner = max(full, key=lambda t: max(full[t].values()))
-        ranked = sorted(full, key=lambda t: -full[t][grace])
+        ranked = sorted(full, key=lambda t: -compared[t])
         kept += winner in ranked[: max(1, len(ranked) // reduction)]
-    rho = float(stats.spearmanr(at_grace, best).statistic) if len(best) > 2 else float("nan")
+
+    def rho(epoch: int, running: bool) -> float:
+        rows = [curve for curve in curves if epoch in curve]
+        if len(rows) < 3:
+            return float("nan")
+        at = [max(v for e, v in c.items() if e <= epoch) if running else c[epoch] for c in rows]
+        return float(stats.spearmanr(at, [max(c.values()) for c in rows]).statistic)
+
+    epochs = sorted({epoch for curve in curves for epoch in curve})
     return {
         "epoch": grace,
-        "random_trials": len(best),
-        "spearman_objective_at_epoch_vs_trial_best": rho,
+        "random_trials": len(curves),
+        "spearman_objective_at_epoch_vs_trial_best": rho(grace, running=False),
+        "spearman_best_so_far_vs_trial_best": rho(grace, running=True),
+        "spearman_best_so_far_by_epoch": {epoch: rho(epoch, running=True) for epoch in epochs},
         "seeds_where_random_winner_was_in_top_share": f"{kept}/{len(per_seed)}",
     }
 
@@ -496,7 +548,8 @@ def write_report(
             for r in per_seed
         ]
     )
-    startup = 10 if args.startup_trials is None else args.startup_trials
+    startup = args.startup_trials
+    tpe = ("multivariate " if args.multivariate else "") + "TPE"
     report = {
         "base": f"quick config, synthetic preset {args.preset}, {args.epochs} stage-2 epochs",
         "objective": objective,
@@ -504,9 +557,14 @@ def write_report(
         "concurrent_trials": args.concurrent,
         "seeds": seeds,
         "seeds_planned": args.seeds,
-        "asha": {"grace_period": args.grace, "reduction_factor": args.reduction_factor},
-        "tpe": f"Optuna TPESampler(seed), its first {startup} trials random"
-        + (" (Optuna's default, as in `neuron search`)" if args.startup_trials is None else ""),
+        "asha": {
+            "grace_period": args.grace,
+            "reduction_factor": args.reduction_factor,
+            "compares": args.asha_compares,
+        },
+        "tpe": f"Optuna {tpe} (TPESampler(seed"
+        + (", multivariate=True, group=True" if args.multivariate else "")
+        + f")), its first {startup} trials random",
         "random": "Optuna RandomSampler(seed), scheduler none",
         "wall_seconds": round(wall, 1),
         "settings": {key: getattr(args, key) for key in SETTINGS},
@@ -524,7 +582,9 @@ def write_report(
         "tpe_asha_seeds_within_goal": f"{within_goal}/{seeds}",
         # Met when the median seed reaches random's best in <= 1/3 of random's trial-epochs.
         "goal_met": bool(median <= 1 / 3),
-        "first_rung": first_rung_diagnostics(per_seed, args.grace, args.reduction_factor),
+        "first_rung": first_rung_diagnostics(
+            per_seed, args.grace, args.reduction_factor, args.asha_compares.startswith("selected/")
+        ),
         "mean_curves": {
             "random_final_best": mean_target,
             "random_trial_epochs": len(mean_curves["random"]),
@@ -540,7 +600,7 @@ def write_report(
         curves,
         out / f"{args.name}.png",
         f"{report['base']}, ASHA grace {args.grace}, reduction {args.reduction_factor}\n"
-        f"{args.trials} trials, TPE after {startup} random, {seeds} seeds; mean and 95 % CI",
+        f"{args.trials} trials, {tpe} after {startup} random, {seeds} seeds; mean and 95 % CI",
     )
 
     rung = report["first_rung"]
@@ -555,7 +615,8 @@ def write_report(
     lines = [
         f"{report['base']}, {args.trials} trials per search ({report['tpe']}), "
         f"{args.concurrent} at a time, ASHA grace {args.grace} and reduction factor "
-        f"{args.reduction_factor}, {seeds} search seeds, objective {objective} "
+        f"{args.reduction_factor} comparing {args.asha_compares}, {seeds} search seeds, "
+        f"objective {objective} "
         "(mean ± 95 % CI over seeds)",
         "",
         "| method | trial-epochs to random's best | final best validation | total trial-epochs "
@@ -609,10 +670,16 @@ def write_report(
         )
         + ". "
         f"ASHA's first rung (epoch {args.grace}) on random's {rung['random_trials']} trials: "
-        f"Spearman ρ between the objective there and the trial's best "
-        f"{rung['spearman_objective_at_epoch_vs_trial_best']:.2f}; random's winner was in the "
-        f"top 1/{args.reduction_factor} there in "
-        f"{rung['seeds_where_random_winner_was_in_top_share']} seeds. "
+        f"Spearman ρ with the trial's best of the epoch's objective "
+        f"{rung['spearman_objective_at_epoch_vs_trial_best']:.2f} and of the best so far "
+        f"{rung['spearman_best_so_far_vs_trial_best']:.2f}; on what ASHA compares, random's "
+        f"winner was in the top 1/{args.reduction_factor} there in "
+        f"{rung['seeds_where_random_winner_was_in_top_share']} seeds. Spearman ρ of the best so "
+        "far by epoch: "
+        + ", ".join(
+            f"{epoch} {rho:.2f}" for epoch, rho in rung["spearman_best_so_far_by_epoch"].items()
+        )
+        + ". "
         f"Wall time {wall / 60:.1f} min. Plot: {out / (args.name + '.png')}",
     ]
     markdown = "\n".join(lines) + "\n"

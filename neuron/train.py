@@ -315,7 +315,8 @@ def reported_metric_names(cfg: Config, prepared: Prepared) -> set[str]:
     those of one validation pass of the untrained head (the same code that reports them, so
     the list cannot drift from what training reports)."""
     validation, _ = Stage2.build(cfg, prepared).validate()
-    return {"epoch", "lr", "train/loss", "epoch_seconds", *validation}
+    selected = f"selected/{cfg.eval.selection_metric}"
+    return {"epoch", "lr", "train/loss", "epoch_seconds", selected, *validation}
 
 
 def _state_path(checkpoint_dir: Path) -> Path:
@@ -417,7 +418,9 @@ def fit(
 
 
 def _epoch(run: Stage2, epoch: int, selection: Selection) -> dict[str, float]:
-    """Train one epoch, validate, update the selection; after the last epoch, test once."""
+    """Train one epoch, validate, update the selection (its value so far is reported as
+    `selected/<eval.selection_metric>`); after the last epoch, test once and report every
+    metric of the selected epoch as `selected/*`."""
     cfg = run.cfg
     started = time.perf_counter()
     metrics = run.train_epoch(epoch)
@@ -427,6 +430,9 @@ def _epoch(run: Stage2, epoch: int, selection: Selection) -> dict[str, float]:
         epoch, validation, gamma, run.head, cfg.eval.selection_metric, run.changing_encoder
     )
     metrics["epoch_seconds"] = time.perf_counter() - started
+    # The selection so far, every epoch: what this run would return if it stopped now (a
+    # scheduler that stops runs early compares them on it).
+    metrics[f"selected/{cfg.eval.selection_metric}"] = selection.value
     if epoch == cfg.train.epochs:
         chance = chance_levels(len(run.split.unseen), len(run.split.training))
         selected = {f"selected/{k}": v for k, v in selection.metrics.items()}

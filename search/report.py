@@ -90,7 +90,9 @@ def optuna_plots(study: optuna.Study) -> tuple[dict[str, Any], str | None]:
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     figures: dict[str, Any] = {}
-    with warnings.catch_warnings():
+    # Optuna's plots switch the process to its ggplot style (`plt.style.use`); the context
+    # restores the caller's settings (an ablation report drawn later in the same process).
+    with warnings.catch_warnings(), matplotlib.rc_context():
         # Optuna marks its matplotlib backend experimental; PED-ANOVA warns about every regime
         # with fewer than 2 trials in a small study.
         warnings.simplefilter("ignore")

@@ -9,21 +9,23 @@
    paths (`Prepared`), never copies, so concurrent trials on a node share one page-cached copy.
    Every trial runs with `run.threads` = CPUs per trial, and the objective also selects the
    epoch (`eval.selection_metric`, when it is `val/zsl_top1` or `val/gzsl_h`).
-3. A `Tuner` over `train_trial` with `OptunaSearch` (TPE, seeded, define-by-run
+3. A `Tuner` over `train_trial` with `OptunaSearch` (TPE or random, seeded: `sampler`; define-by-run
    `search.space.define_space`, study persisted in `<output_dir>/<name>/optuna.db` so
    `optuna-dashboard` can open it and `--resume` continues it), ASHA / no scheduler /
    HyperBandForBOHB, `max_concurrent_trials`, `reuse_actors=True`, per-epoch checkpoints under
    `<storage_path>/<name>/<split>` (2 kept, and repaired after a driver crash, by
    `search.checkpoints.CheckpointKeeper`) and `FailureConfig(max_failures)`: a trial whose node
-   dies resumes from its last checkpoint elsewhere. Schedulers count fidelity in `epoch`.
+   dies resumes from its last checkpoint elsewhere. Schedulers count fidelity in `epoch` and
+   compare trials on `ranking_metric` (the objective of the epoch each has selected so far).
 4. `TrackingCallback` writes the MLflow runs from the driver (search.tracking).
 
 Trials stopped early by ASHA and TPE. Ray's `OptunaSearch` tells Optuna the LAST result of a
 trial stopped by the scheduler as a COMPLETE value, as if a 1-epoch score were a finished run,
 and tells an errored trial that reported epochs COMPLETE too. `NeuronOptunaSearch` changes that:
 
-- a trial stopped early is told PRUNED, with its last objective as the intermediate value at the
-  epoch it reached. Optuna's TPE ranks pruned trials below every completed one (deeper first,
+- a trial stopped early is told PRUNED, with the objective of the epoch it had selected so far
+  (`selected/<objective>`, else its last objective) as the intermediate value at the epoch it
+  reached. Optuna's TPE ranks pruned trials below every completed one (deeper first,
   then by that value), so a stopped configuration still marks a bad region for TPE without being
   mistaken for a finished score;
 - a failed trial (e.g. diverged) is told FAIL, which TPE ignores;
@@ -61,6 +63,7 @@ import os
 import re
 import sys
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +86,7 @@ from neuron.train import reported_metric_names
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
 from search.space import SpaceRanges, define_space, max_epochs
-from search.spec import SearchSpec
+from search.spec import SamplerSpec, SearchSpec
 from search.staging import PendingPrepared, StagedPrepared, launch_prepare, localize
 from search.tracking import (
     TAG_COMPARE_URL,
@@ -188,10 +191,13 @@ class NeuronOptunaSearch(OptunaSearch):
         # and written when the trial ends: TPE ranks a pruned trial by its last intermediate
         # value and depth only, and one SQLite write per epoch would hold up every trial (each
         # waits for the driver to process its last report). The full curves are in MLflow.
-        self._last_result[trial_id] = (
-            int(result.get("epoch", result["training_iteration"])),
-            float(result[self.metric]),
-        )
+        self._last_result[trial_id] = self._intermediate(result)
+
+    def _intermediate(self, result: dict) -> tuple[int, float]:
+        """(epoch, the best objective so far): the selection's value when the objective selects
+        the epoch, what the trial would return if stopped now."""
+        value = result.get(f"selected/{self.metric}", result[self.metric])
+        return int(result.get("epoch", result["training_iteration"])), float(value)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -207,10 +213,14 @@ class NeuronOptunaSearch(OptunaSearch):
     def _tell(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
         status, epochs = trial_status(result)
-        if trial_id in self._last_result:
-            step, reported = self._last_result.pop(trial_id)
-            if not status.startswith("failed"):
-                ot_trial.report(reported, step)
+        # Tune does not pass the result that made the scheduler stop a trial to
+        # on_trial_result; the trial's last result comes here.
+        last = self._last_result.pop(trial_id, None)
+        if result and self.metric in result:
+            last = self._intermediate(result)
+        if last is not None and not status.startswith("failed"):
+            step, reported = last
+            ot_trial.report(reported, step)
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("epochs_reached", epochs)
         value: float | None = None
@@ -241,8 +251,38 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of `spec`, seeded with the search seed."""
+    if spec.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if not spec.multivariate:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=spec.startup_trials, multivariate=True, group=True
+        )
+
+
+def ranking_metric(spec: SearchSpec) -> str:
+    """What schedulers compare trials on: the objective of the epoch the trial has selected so
+    far (`selected/<objective>`, what it would return if stopped now, as a completed trial
+    returns its selected epoch), when the objective selects the epoch (`study_base`); otherwise
+    the objective at the rung's epoch. Validation curves swing from epoch to epoch before the
+    learning rate drops, and a trial stopped on one low epoch would lose its best one."""
+    if spec.objective.metric in _selectable_metrics():
+        return f"selected/{spec.objective.metric}"
+    return spec.objective.metric
+
+
+def _selectable_metrics() -> tuple[str, ...]:
+    return typing.get_args(typing.get_type_hints(EvalConfig)["selection_metric"])
+
+
 def make_scheduler(spec: SearchSpec, epochs: int) -> TrialScheduler:
-    metric, mode = spec.objective.metric, spec.objective.mode
+    """ASHA, HyperBandForBOHB or none; the fidelity is the epoch, the comparison
+    `ranking_metric`."""
+    metric, mode = ranking_metric(spec), spec.objective.mode
     match spec.scheduler.name:
         case "asha":
             return ASHAScheduler(
@@ -458,8 +498,7 @@ def study_base(spec: SearchSpec, split: str) -> Config:
     trial, so trials sharing a GPU keep the feature cache on the host when it would crowd it;
     the objective selects the epoch)."""
     overrides = spec.resources.run_overrides()
-    selectable = typing.get_args(typing.get_type_hints(EvalConfig)["selection_metric"])
-    if spec.objective.metric in selectable:
+    if spec.objective.metric in _selectable_metrics():
         overrides["eval.selection_metric"] = spec.objective.metric
     # Trials run in their own working directories: no path may depend on the driver's cwd.
     return spec.base_config(split).replace(overrides).with_absolute_paths()
@@ -671,7 +710,7 @@ def _tune_config(
         space=functools.partial(suggest, ranges=spec.space, base=base),
         metric=spec.objective.metric,
         mode=spec.objective.mode,
-        seed=spec.seed,
+        sampler=make_sampler(spec.sampler, spec.seed),
         num_trials=spec.num_trials,
         study_name=study_name,
         storage=optuna.storages.RDBStorage(optuna_storage),

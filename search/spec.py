@@ -129,6 +129,34 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class SamplerSpec:
+    """How Optuna proposes trials."""
+
+    name: Literal["tpe", "random"] = "tpe"
+    """`tpe` (Optuna's TPESampler, seeded with `seed`) or `random` (RandomSampler: a baseline
+    that draws from the same space)."""
+    startup_trials: int = 10
+    """TPE: trials drawn at random before TPE proposes (Optuna's default is 10). Optuna counts
+    only finished trials (completed or stopped early), so with trials running concurrently TPE
+    takes over a little later."""
+    multivariate: bool = False
+    """TPE: model the parameters jointly (Optuna's `multivariate=True, group=True`, which also
+    handles parameters that only some trials have) instead of one at a time."""
+
+    def __post_init__(self) -> None:
+        if self.startup_trials < 1:
+            raise ConfigError(
+                f"sampler.startup_trials={self.startup_trials}: must be >= 1 (TPE needs finished "
+                "trials to model)"
+            )
+        if self.name == "random" and self.multivariate:
+            raise ConfigError(
+                "sampler.multivariate=true: only TPE models parameters; drop it or use "
+                "sampler.name=tpe"
+            )
+
+
+@dataclass(frozen=True)
 class PrepareSpec:
     """Where stage 1 and the feature cache are built."""
 
@@ -216,8 +244,9 @@ class SearchSpec(RunStores):
     autoscaling cluster so pending trials ask for new nodes. Default: max_concurrent_trials."""
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
-    """Seed of the TPE sampler (a study with the same seed proposes the same first points)."""
+    """Seed of the sampler (a study with the same seed proposes the same first points)."""
     output_dir: str = "runs/search"
     """Driver-side outputs: `<output_dir>/<name>/` (Optuna DB, best configs, results tables) and
     the default MLflow store."""

@@ -555,47 +555,36 @@ def _metrics_of(result: dict[str, Any], step: int) -> list[Metric]:
     ]
 
 
-class TrackingCallback(Callback):
-    """Records one study in MLflow from the Tune driver: a child run per trial, one log_batch per
-    result, statuses at the end, and the study summary on the parent run."""
+class TrialRunsCallback(Callback):
+    """One MLflow child run per Tune trial, written from the driver and found again after a
+    restart: per-epoch metrics (an epoch replayed after a restore is logged once), recoveries,
+    and the end of each trial (`finish_trial`). Subclasses say how a trial's run is found or
+    created (`open_run`) and what its end records."""
 
-    def __init__(self, tracker: MlflowTracker, study: StudyInfo, study_run_id: str) -> None:
+    def __init__(self, tracker: MlflowTracker) -> None:
         self.tracker = tracker
-        self.study = study
-        self.study_run_id = study_run_id
         self._runs: dict[str, str] = {}
         self._logged_steps: dict[str, set[int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_runs": {}, "_logged_steps": {}}
 
-    # One child run per trial, found again by its trial id after a restart.
+    def open_run(self, trial: Trial) -> tuple[str, bool]:
+        """(run id, created): the trial's run, found by its tags or created with its params."""
+        raise NotImplementedError
+
+    def finish_trial(self, trial: Trial, status: str, mlflow_status: str) -> None:
+        """Record how the trial ended (status tag, fidelity reached, ...) and end its run."""
+        raise NotImplementedError
+
     def run_id(self, trial: Trial) -> str:
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
-        overrides = dict(trial.config.get("overrides", {}))
-        run_id, created = self.tracker.ensure_run(
-            {TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.trial_id},
-            trial_run_name(self.study.study_name, trial_number(trial), overrides),
-            self.study_run_id,
-            {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
-            | self.tracker.provenance_tags()
-            | self.study.class_tags()
-            | self.study.data_tags(overrides),
-        )
-        config_yaml = self.study.trial_config_yaml(overrides)
-        # Params are re-logged on re-attach too: same values, so MLflow accepts them, and a
-        # driver killed between create_run and the params leaves no run without params.
-        search_params = {f"search.{k}": str(v) for k, v in trial.config.items() if k != "overrides"}
-        self.tracker.log(
-            run_id,
-            params=flatten(yaml.safe_load(config_yaml)) | search_params,
-            tags=None if created else {TAG_STATUS: "running"},
-        )
+        run_id, created = self.open_run(trial)
         if created:
-            self.tracker.client.log_text(run_id, config_yaml, "config.yaml")
             self._logged_steps[trial.trial_id] = set()
         else:
+            self.tracker.log(run_id, tags={TAG_STATUS: "running"})
             history = self.tracker.client.get_metric_history(run_id, "epoch")
             self._logged_steps[trial.trial_id] = {m.step for m in history}
         self._runs[trial.trial_id] = run_id
@@ -637,12 +626,56 @@ class TrackingCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         status = trial_status(trial.last_result)[0]
+        # A diverged trial ends normally under Tune (no retry) but is a failed run.
         self.finish_trial(trial, status, "FAILED" if status.startswith("failed") else "FINISHED")
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         self.finish_trial(trial, f"failed: {error_reason(_error_text(trial))}", "FAILED")
+
+    def mark_interrupted(self, run_id: str, trial: Trial | None) -> None:
+        """A run left RUNNING when Tune stopped: KILLED, with a status that says how to go on."""
+        epochs = trial_status(trial.last_result if trial else None)[1]
+        self.tracker.log(
+            run_id,
+            tags={
+                TAG_STATUS: f"interrupted at epoch {epochs} (continue with --resume)",
+                TAG_EPOCHS: str(epochs),
+            },
+        )
+        self.tracker.finish(run_id, "KILLED")
+
+
+class TrackingCallback(TrialRunsCallback):
+    """Records one study in MLflow from the Tune driver: a child run per trial, one log_batch per
+    result, statuses at the end, and the study summary on the parent run."""
+
+    def __init__(self, tracker: MlflowTracker, study: StudyInfo, study_run_id: str) -> None:
+        super().__init__(tracker)
+        self.study = study
+        self.study_run_id = study_run_id
+
+    # One child run per trial, found again by its trial id after a restart.
+    def open_run(self, trial: Trial) -> tuple[str, bool]:
+        overrides = dict(trial.config.get("overrides", {}))
+        run_id, created = self.tracker.ensure_run(
+            {TAG_STUDY: self.study.study_name, TAG_TRIAL: trial.trial_id},
+            trial_run_name(self.study.study_name, trial_number(trial), overrides),
+            self.study_run_id,
+            {TAG_SEARCH: self.study.search_name, TAG_ROLE: "trial", TAG_STATUS: "running"}
+            | self.tracker.provenance_tags()
+            | self.study.class_tags()
+            | self.study.data_tags(overrides),
+        )
+        config_yaml = self.study.trial_config_yaml(overrides)
+        # Params are re-logged on re-attach too: same values, so MLflow accepts them, and a
+        # driver killed between create_run and the params leaves no run without params.
+        search_params = {f"search.{k}": str(v) for k, v in trial.config.items() if k != "overrides"}
+        self.tracker.log(run_id, params=flatten(yaml.safe_load(config_yaml)) | search_params)
+        if created:
+            self.tracker.client.log_text(run_id, config_yaml, "config.yaml")
+        return run_id, created
 
     def finish_trial(self, trial: Trial, status: str, mlflow_status: str) -> None:
         """Status tag, fidelity reached and objective, then terminate the trial's run."""
@@ -725,15 +758,7 @@ class TrackingCallback(Callback):
             trial = by_id.get(run.data.tags.get(TAG_TRIAL, ""))
             if run.info.status != "RUNNING" or trial is None:
                 continue
-            epochs = trial_status(trial.last_result)[1]
-            self.tracker.log(
-                run.info.run_id,
-                tags={
-                    TAG_STATUS: f"interrupted at epoch {epochs} (continue with --resume)",
-                    TAG_EPOCHS: str(epochs),
-                },
-            )
-            self.tracker.finish(run.info.run_id, "KILLED")
+            self.mark_interrupted(run.info.run_id, trial)
         self.tracker.log(
             self.study_run_id, tags={TAG_STATUS: "interrupted (continue with --resume)"}
         )

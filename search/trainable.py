@@ -49,7 +49,8 @@ def train_trial(
     first (`search.staging.localize`). On a node that cannot see them (no shared
     `run.cache_dir`), `fit` prepares them once per node under a file lock.
     `objective` is the search's metric: a trial that diverges before its first report reports
-    it as NaN (Tune requires it in every result).
+    it (and `selected/<objective>`, which schedulers compare) as NaN (Tune requires them in
+    every result).
     """
     run_trial(config_from_plain(base).replace(config["overrides"]), prepared, objective)
 
@@ -62,7 +63,9 @@ def run_trial(cfg: Config, staged: AnyPrepared | None, objective: str | None = N
     if prepared is not None and not Path(prepared.feature_cache_path).is_file():
         prepared = None
 
-    last: dict[str, Any] = {"epoch": 0.0} | ({objective: math.nan} if objective else {})
+    last: dict[str, Any] = {"epoch": 0.0}
+    if objective:
+        last |= {objective: math.nan, f"selected/{objective}": math.nan}
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         # Tune persists the checkpoint to the storage path before `report` returns, so `fit`

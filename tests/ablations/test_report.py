@@ -74,3 +74,13 @@ def test_note_fits_the_tag_limit():
     assert len(short) <= 2500 and short.endswith("(differences and tests: report/report.md)\n")
     assert "| **full** |" in short
     assert not math.isnan(report.summaries[("s", "v3", METRICS[0])].mean)
+
+
+def test_the_figure_does_not_depend_on_the_process_matplotlib_style():
+    import matplotlib.pyplot as plt
+
+    report = report_of({"full": [0.5, 0.6, 0.7], "a": [0.4, 0.5, 0.6]})
+    before = report.figure_png("s")
+    # Optuna's matplotlib plots (a search's report) switch the process to ggplot.
+    with plt.style.context("ggplot"):
+        assert report.figure_png("s") == before

@@ -147,6 +147,9 @@ def test_selection_is_on_validation_and_test_is_evaluated_once(tiny, tmp_path: P
     result, reports, _ = _fit(cfg, prepared, tmp_path / "run")
     history = [m[cfg.eval.selection_metric] for m, _ in reports]
     assert result.best_epoch == len(history) - int(np.argmax(history[::-1]))  # last maximum
+    # Every epoch reports the selection so far: what the run would return if stopped there.
+    selected = [m[f"selected/{cfg.eval.selection_metric}"] for m, _ in reports]
+    assert selected == list(np.maximum.accumulate(history))
     with_test = [m for m, _ in reports if any(k.startswith("test/") for k in m)]
     assert len(with_test) == 1 and with_test[0] is reports[-1][0]
     assert (

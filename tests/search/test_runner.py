@@ -168,7 +168,12 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
             assert ot_trial.state == optuna.trial.TrialState.COMPLETE
             assert ot_trial.value == pytest.approx(child.data.metrics["objective"])
         else:
+            # At the epoch it reached, the best objective it had (what ASHA compared).
             assert ot_trial.state == optuna.trial.TrialState.PRUNED
+            reached = ot_trial.user_attrs["epochs_reached"]
+            assert ot_trial.intermediate_values == {
+                reached: pytest.approx(child.data.metrics["objective"])
+            }
 
 
 @pytest.mark.slow

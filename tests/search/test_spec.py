@@ -130,12 +130,18 @@ def test_relative_base_config_is_read_next_to_the_spec(tmp_path):
         ("resources.gpu=1.5", "resources.gpu=1.5"),
         ("base.overrides.model.hidden=-", "base: "),
         ("time_budget_s=-1", "time_budget_s=-1"),
+        ("sampler.name=cmaes", "sampler.name='cmaes': must be one of 'tpe', 'random'"),
+        ("sampler.startup_trials=0", "sampler.startup_trials=0: must be >= 1"),
+        (
+            ["sampler.name=random", "sampler.multivariate=true"],
+            "only TPE models parameters; drop it or use sampler.name=tpe",
+        ),
     ],
 )
 def test_bad_input_names_the_field_and_the_fix(tmp_path, override, message):
     path = write(tmp_path, BASIC)
     with pytest.raises(ConfigError) as error:
-        load_search_spec(path, [override])
+        load_search_spec(path, [override] if isinstance(override, str) else override)
     assert message in str(error.value)
     assert str(path) in str(error.value)
 

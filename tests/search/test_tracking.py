@@ -424,7 +424,11 @@ def test_plots_are_small_images_and_missing_importances_are_explained(tmp_path):
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
     study.optimize(lambda trial: trial.suggest_float("lr", 0.01, 0.1), n_trials=1)
+    import matplotlib
+
+    style = dict(matplotlib.rcParams)
     figures, missing = optuna_plots(study)
+    assert dict(matplotlib.rcParams) == style  # Optuna's ggplot style stays in the plots
     assert set(figures) == {"optimization_history", "parallel_coordinate"}
     assert missing == (
         "parameter importances not computed: needs at least 2 completed trials with different "
