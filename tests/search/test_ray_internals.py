@@ -62,6 +62,7 @@ def test_a_stopped_trial_is_pruned_at_the_best_objective_it_reached() -> None:
     # Tune hands the result that made the scheduler stop the trial only to on_trial_complete.
     last = {"epoch": 2, "training_iteration": 2, "val/gzsl_h": 0.3, "selected/val/gzsl_h": 0.5}
     searcher.on_trial_complete("trial-a", last)
+    assert searcher._ot_study is not None
     (told,) = searcher._ot_study.trials
     assert told.state == optuna.trial.TrialState.PRUNED
     assert told.intermediate_values == {2: pytest.approx(0.5)}
