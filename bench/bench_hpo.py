@@ -38,11 +38,12 @@ curves: `--from-json` rewrites all outputs from it), Markdown and a PNG plot (be
 trial-epochs, both methods, CI bands over seeds) named `--name`.
 
     .venv/bin/python bench/bench_hpo.py                      # 3 seeds x 12 trials x <= 9 epochs
-    .venv/bin/python bench/bench_hpo.py --seeds 10 --trials 40 --startup-trials 5 \
-        --name bench_hpo_40trials
+    .venv/bin/python bench/bench_hpo.py --seeds 10 --first-seed 10 --trials 40 \
+        --name bench_hpo_40trials_grace1
 
 The default is a cheaper variant of the quick config so that many trials are affordable: its
-small synthetic preset, 9 stage-2 epochs per trial instead of 15, ASHA rungs at 3 and 9 epochs;
+small synthetic preset, 9 stage-2 epochs per trial instead of 15 (the learning rate drops after
+epoch 6), ASHA rungs at 1, 2, 4 and 8 epochs (grace 1, reduction factor 2);
 the stage-1 encoder and the feature cache are built once (reused from `--cache-dir`). The tiny
 preset (`--preset tiny`) runs in minutes but does not learn (validation and test stay at chance),
 so it only checks the script.
@@ -272,8 +273,8 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=12, help="trials per search")
     parser.add_argument("--epochs", type=int, default=9, help="stage-2 epochs of a full trial")
-    parser.add_argument("--grace", type=int, default=3, help="ASHA grace period (epochs)")
-    parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs)")
+    parser.add_argument("--reduction-factor", type=int, default=2)
     parser.add_argument(
         "--startup-trials",
         type=int,
