@@ -257,9 +257,11 @@ class Report:
         import matplotlib.pyplot as plt
 
         with plt.style.context("default"):
-            return self._draw(split, plt)
+            return self._draw(split)
 
-    def _draw(self, split: str, plt: Any) -> bytes:
+    def _draw(self, split: str) -> bytes:
+        import matplotlib.pyplot as plt
+
         metrics = self.plan["metrics"]
         names = [v["name"] for v in self.variants]
         figure, axes = plt.subplots(
