@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import torch
 
@@ -110,6 +111,11 @@ def main() -> int:
         help="the tiny config, tiny dataset and one-epoch trials: checks the script, not speed",
     )
     args = parser.parse_args()
+    for name in ("batch_size", "large_batch", "trials", "trial_epochs"):
+        if getattr(args, name) < 1:
+            parser.error(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(
@@ -118,9 +124,21 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as cache_dir:
+        report = measure(args, device, cache_dir)
+    print(json.dumps(report, indent=2))
+    print("\n| quantity | value |\n|---|---|")
+    for key, value in report.items():
+        print(f"| {key} | {value} |")
+    return 0
+
+
+def measure(args: argparse.Namespace, device: torch.device, cache_dir: str) -> dict[str, Any]:
+    """Every figure of the report, with the dataset, encoder and feature cache under
+    `cache_dir` (removed afterwards)."""
     overrides = {
         "data.synthetic.preset": "tiny" if args.dry_run else args.preset,
-        "run.cache_dir": tempfile.mkdtemp(prefix="bench-gpu-"),
+        "run.cache_dir": cache_dir,
         "run.device": str(device),
         "pretrain.epochs": 1,
         "train.epochs": 1,
@@ -170,11 +188,7 @@ def main() -> int:
             3600.0 * args.trials / shared_seconds, 1
         ),
     }
-    print(json.dumps(report, indent=2))
-    print("\n| quantity | value |\n|---|---|")
-    for key, value in report.items():
-        print(f"| {key} | {value} |")
-    return 0
+    return report
 
 
 if __name__ == "__main__":
