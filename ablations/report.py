@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.spec import REFERENCE
+from ablations.spec import REFERENCE, REPORT_METRICS
 from ablations.stats import Comparison, Summary, compare, holm, summarise
 from ablations.tracking import (
     NOTE,
@@ -37,7 +37,9 @@ from neuron.atomic import write_bytes_atomic, write_text_atomic
 from search.report import log_files, markdown_table
 from search.tracking import TAG_ROLE, TAG_SPLIT, TAG_STATUS, MlflowTracker
 
-METRIC_SOURCES = {"val/zsl_top1": "selected/val/zsl_top1"}
+METRIC_SOURCES = {
+    metric: f"selected/{metric}" for metric in REPORT_METRICS if metric.startswith("val/")
+}
 """Report metric → the child run's metric (validation at the epoch `fit` selected)."""
 
 NOTE_LIMIT = 8000
@@ -45,6 +47,9 @@ NOTE_LIMIT = 8000
 
 METRIC_LABELS = {
     "val/zsl_top1": "val ZSL",
+    "val/gzsl_seen": "val GZSL S",
+    "val/gzsl_unseen": "val GZSL U",
+    "val/gzsl_h": "val GZSL H",
     "test/zsl_top1": "test ZSL",
     "test/gzsl_seen": "GZSL S",
     "test/gzsl_unseen": "GZSL U",
@@ -301,7 +306,19 @@ class Report:
 def _changes(variant: dict[str, Any]) -> str:
     if not variant["overrides"]:
         return "reference"
-    return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in variant["overrides"].items())
+    return ", ".join(f"`{k}={json.dumps(_shown(v))}`" for k, v in variant["overrides"].items())
+
+
+def _shown(value: Any) -> Any:
+    """A value as the report shows it: floats to 4 significant digits (the run's config in
+    MLflow keeps every digit)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    return value
 
 
 def _estimate(summary: Summary) -> str:

@@ -56,13 +56,26 @@ REFERENCE = "full"
 
 REPORT_METRICS = (
     "val/zsl_top1",
+    "val/gzsl_seen",
+    "val/gzsl_unseen",
+    "val/gzsl_h",
     "test/zsl_top1",
     "test/gzsl_seen",
     "test/gzsl_unseen",
     "test/gzsl_h",
 )
 """What `fit` reports at the end of a run that a report can compare: the selected epoch's
-validation ZSL top-1 (pseudo-unseen classes) and the once-only unseen-test ZSL and GZSL."""
+validation ZSL and GZSL (pseudo-unseen classes; what a search's objective reads) and the
+once-only unseen-test ZSL and GZSL."""
+
+DEFAULT_METRICS = (
+    "val/zsl_top1",
+    "test/zsl_top1",
+    "test/gzsl_seen",
+    "test/gzsl_unseen",
+    "test/gzsl_h",
+)
+"""The report's metrics unless `metrics` names others."""
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
@@ -124,8 +137,8 @@ class AblationSpec(RunStores):
     """Confidence intervals and paired tests against the full model (needs >= 2 seeds)."""
     confidence: float = 0.95
     """Confidence level of the t-based intervals."""
-    metrics: tuple[str, ...] = REPORT_METRICS
-    """Metrics of the report (final metrics `fit` reports)."""
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    """Metrics of the report (final metrics `fit` reports, `REPORT_METRICS`)."""
     primary_metric: str = "test/zsl_top1"
     """The metric of the printed summary and of the plot's first panel."""
     max_concurrent_trials: int = 2

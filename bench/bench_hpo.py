@@ -33,7 +33,12 @@ total (per seed; mean and CI over the seeds where TPE + ASHA got there, and the 
 seeds, a seed that never got there counting as infinite), random's best at TPE + ASHA's total
 trial-epochs (equal compute), and how well ASHA's first rung predicts a trial's best (on random
 search's trials, which all run to the end: the epoch's objective and the best so far, at the
-first rung and at every epoch). Writes JSON (with every report, enough to redraw the
+first rung and at every epoch). Then each search's winner is trained again with `--reseeds` run
+seeds the searches never used (every trial trains with the base config's seed): its mean
+validation objective and unseen-test ZSL over those seeds, how far its value in the search lay
+above that mean, TPE + ASHA minus random paired by search seed, and the objective's standard
+deviation over seeds of one configuration against its spread over random's configurations.
+Writes JSON (with every report, enough to redraw the
 curves: `--from-json` rewrites all outputs from it), Markdown and a PNG plot (best-so-far vs
 trial-epochs, both methods, CI bands over seeds) named `--name`.
 
@@ -69,7 +74,7 @@ from ray import tune
 
 from neuron.atomic import atomic_path
 from neuron.config import Config
-from neuron.train import prepare
+from neuron.train import fit, prepare
 from search.runner import (
     NeuronOptunaSearch,
     make_sampler,
@@ -97,6 +102,7 @@ SETTINGS = (
     "asha_compares",
     "concurrent",
     "preset",
+    "reseeds",
 )
 """The flags a run's JSON records, so that `--from-json` needs none of them."""
 LABELS = {"tpe_asha": "Optuna TPE + ASHA", "random": "random search, no early stopping"}
@@ -136,9 +142,9 @@ def run_method(
     base: Config,
     prepared: Any,
     storage: Path,
-) -> list[dict[str, Any]]:
-    """One search; every report of every trial as a row (trial, epoch, objective, ...), in the
-    order the driver received them."""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """One search: every report of every trial as a row (trial, epoch, objective, ...), in the
+    order the driver received them, and each trial's proposed overrides."""
     objective = spec.objective.metric
     searcher = NeuronOptunaSearch(
         space=functools.partial(suggest, ranges=spec.space, base=base),
@@ -183,10 +189,12 @@ def run_method(
             f"finished ({results.num_errors} failed); this search is not reported"
         )
     final: dict[str, dict[str, Any]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
     for index in range(len(results)):
         last = results[index].metrics or {}
         if "trial_id" in last:
             final[str(last["trial_id"])] = last
+            overrides[str(last["trial_id"])] = dict((results[index].config or {})["overrides"])
     rows = []
     for trial_id, epoch, value in order.reports:
         last = final.get(trial_id, {})
@@ -200,15 +208,30 @@ def run_method(
                 "test": float(last.get("test/zsl_top1", float("nan"))),
             }
         )
-    return rows
+    return rows, overrides
 
 
-def winner_test(rows: list[dict[str, Any]]) -> float:
-    """Unseen-test ZSL of the completed trial with the best selected validation objective."""
+def winner(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The report row of the completed trial with the best selected validation objective."""
     completed = [row for row in rows if row["completed"] and not math.isnan(row["selected"])]
-    if not completed:
-        return float("nan")
-    return max(completed, key=lambda row: row["selected"])["test"]
+    return max(completed, key=lambda row: row["selected"]) if completed else None
+
+
+def reseed(
+    base: Config, overrides: dict[str, Any], prepared: Any, seeds: list[int], threads: int
+) -> dict[str, list[float]]:
+    """A winner's configuration trained again with other run seeds (what the search never saw:
+    head initialisation, sample order and augmented views), complete runs as a trial runs them:
+    the selected validation objective and the unseen-test ZSL of each."""
+    objective = base.eval.selection_metric
+    values: dict[str, list[float]] = {"validation": [], "test": []}
+    for seed in seeds:
+        cfg = base.replace(overrides | {"run.seed": seed, "run.threads": threads})
+        with tempfile.TemporaryDirectory(prefix="bench-hpo-reseed-") as run_dir:
+            metrics = fit(cfg, None, run_dir=run_dir, prepared=prepared).metrics
+        values["validation"].append(round(float(metrics[objective]), 6))
+        values["test"].append(round(float(metrics["test/zsl_top1"]), 6))
+    return values
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -287,6 +310,12 @@ def main() -> None:
         default=None,
         help="multivariate TPE (default: the spec's sampler.multivariate)",
     )
+    parser.add_argument(
+        "--reseeds",
+        type=int,
+        default=4,
+        help="train each search's winner again with this many other run seeds (0: none)",
+    )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at once")
     parser.add_argument("--preset", default="small", help="synthetic preset of the quick config")
     parser.add_argument("--cache-dir", default=None, help="reuse a cache (default: temporary)")
@@ -306,7 +335,7 @@ def main() -> None:
         # Runs recorded before these settings existed: Optuna's 10 startup trials, univariate
         # TPE, ASHA on the epoch's objective.
         args.startup_trials, args.multivariate = 10, False
-        args.asha_compares, args.first_seed = previous["objective"], 0
+        args.asha_compares, args.first_seed, args.reseeds = previous["objective"], 0, 0
         for key, value in previous.get("settings", {}).items():
             setattr(args, key, value)
         records = [
@@ -314,6 +343,7 @@ def main() -> None:
                 r["seed"],
                 r["reports"],
                 {method: r[method]["winner_unseen_test_zsl_top1"] for method in METHODS},
+                r.get("reseeded"),
             )
             for r in previous["per_seed"]
         ]
@@ -364,17 +394,34 @@ def main() -> None:
     ray.init(address="local", num_cpus=args.concurrent, include_dashboard=False)
     started = time.perf_counter()
     per_seed: list[dict[str, Any]] = []
+    # Seeds the searches never trained with (every trial runs the base config's run.seed).
+    reseed_seeds = [base.run.seed + 1 + k for k in range(args.reseeds)]
     try:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs = {
                 method: run_method(method, seed, spec, base, prepared, work / "tune")
                 for method in METHODS
             }
+            winners = {method: winner(rows) for method, (rows, _) in runs.items()}
+            reseeded = {}
+            for method, (_, overrides) in runs.items():
+                best = winners[method]
+                if best is None or args.reseeds == 0:
+                    continue
+                reseeded[method] = {
+                    "overrides": overrides[best["trial"]],
+                    "search_value": best["selected"],
+                    "seeds": reseed_seeds,
+                } | reseed(base, overrides[best["trial"]], prepared, reseed_seeds, args.concurrent)
             per_seed.append(
                 seed_record(
                     seed,
-                    {method: compact(rows) for method, rows in runs.items()},
-                    {method: winner_test(rows) for method, rows in runs.items()},
+                    {method: compact(rows) for method, (rows, _) in runs.items()},
+                    {
+                        method: float("nan") if best is None else best["test"]
+                        for method, best in winners.items()
+                    },
+                    reseeded,
                 )
             )
             # Written after every seed, so an interrupted run still leaves its finished seeds.
@@ -420,10 +467,14 @@ def curve_of(reports: list[list[float]]) -> np.ndarray:
 
 
 def seed_record(
-    seed: int, reports: dict[str, list[list[float]]], winners: dict[str, float]
+    seed: int,
+    reports: dict[str, list[list[float]]],
+    winners: dict[str, float],
+    reseeded: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Both searches of one seed from their reports (`compact`) and winners' unseen-test
-    metrics: trial-epochs to random's best, final bests, fractions, equal-compute bests."""
+    """Both searches of one seed from their reports (`compact`), winners' unseen-test metrics
+    and winners trained again with other seeds (`reseed`, kept as given): trial-epochs to
+    random's best, final bests, fractions, equal-compute bests."""
     # Six decimals keep the JSON small and are far finer than any validation metric's step.
     reports = {
         method: [[int(trial), int(epoch), round(float(value), 6)] for trial, epoch, value in rows]
@@ -449,6 +500,7 @@ def seed_record(
     # Equal compute: random's best after as many trial-epochs as TPE + ASHA spent in all.
     budget = min(record["tpe_asha"]["trial_epochs_total"], len(curves["random"]))
     record["random_best_at_tpe_asha_total"] = float(curves["random"][budget - 1])
+    record["reseeded"] = reseeded or {}
     record["reports"] = reports
     return record
 
@@ -497,6 +549,93 @@ def first_rung_diagnostics(
         "spearman_best_so_far_by_epoch": {epoch: rho(epoch, running=True) for epoch in epochs},
         "seeds_where_random_winner_was_in_top_share": f"{kept}/{len(per_seed)}",
     }
+
+
+def reseeded_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each search's winner trained again with other run seeds (`reseed`), over the search
+    seeds where both winners were: the search's value of the winner (its selected validation
+    objective) against the re-trained mean (the gap is the winner's luck with the seed the search
+    used), the re-trained validation and unseen-test means, TPE + ASHA minus random paired by
+    search seed, and the noise of the objective: the standard deviation over re-trainings of one
+    configuration (pooled over winners) against the spread of the selected objective over
+    random's configurations (its complete trials, each trained with the search's seed)."""
+    paired = [r for r in per_seed if all(m in r.get("reseeded", {}) for m in METHODS)]
+    if not paired:
+        return {}
+
+    def mean_of(values: list[float]) -> float:
+        return float(np.mean(values))
+
+    summary: dict[str, Any] = {
+        "seeds": len(paired),
+        "run_seeds": paired[0]["reseeded"]["random"]["seeds"],
+    }
+    for method in METHODS:
+        runs = [r["reseeded"][method] for r in paired]
+        summary[method] = {
+            "search_value": mean_ci([run["search_value"] for run in runs]),
+            "retrained_validation": mean_ci([mean_of(run["validation"]) for run in runs]),
+            "retrained_unseen_test_zsl_top1": mean_ci([mean_of(run["test"]) for run in runs]),
+            "search_value_minus_retrained": mean_ci(
+                [run["search_value"] - mean_of(run["validation"]) for run in runs]
+            ),
+        }
+    for key, field in (("validation", "validation"), ("unseen_test_zsl_top1", "test")):
+        summary[f"tpe_asha_minus_random_retrained_{key}"] = mean_ci(
+            [
+                mean_of(r["reseeded"]["tpe_asha"][field]) - mean_of(r["reseeded"]["random"][field])
+                for r in paired
+            ]
+        )
+    variances = [
+        float(np.var(r["reseeded"][m]["validation"], ddof=1))
+        for r in paired
+        for m in METHODS
+        if len(r["reseeded"][m]["validation"]) > 1
+    ]
+    trial_bests = []
+    for r in per_seed:
+        best: dict[int, float] = {}
+        for trial, _, value in r["reports"]["random"]:
+            best[int(trial)] = max(best.get(int(trial), -math.inf), value)
+        trial_bests += list(best.values())
+    summary["objective_sd_over_run_seeds"] = (
+        float(math.sqrt(np.mean(variances))) if variances else float("nan")
+    )
+    summary["objective_sd_over_random_configurations"] = float(np.std(trial_bests, ddof=1))
+    return summary
+
+
+def retrained_markdown(retrained: dict[str, Any], cell: Any) -> list[str]:
+    """The Markdown lines of `reseeded_summary`."""
+    seeds = retrained["run_seeds"]
+    lines = [
+        f"Each search's winner trained again with run seeds {seeds[0]}–{seeds[-1]} (the searches "
+        f"trained every trial with one seed), {retrained['seeds']} search seeds (mean ± 95 % CI):",
+        "",
+        "| method | winner's value in the search | re-trained: validation objective | search "
+        "minus re-trained | re-trained: unseen-test ZSL top-1 |",
+        "|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        row = retrained[method]
+        lines.append(
+            f"| {LABELS[method]} | {cell(row['search_value'], 3)} "
+            f"| {cell(row['retrained_validation'], 3)} "
+            f"| {cell(row['search_value_minus_retrained'], 3)} "
+            f"| {cell(row['retrained_unseen_test_zsl_top1'], 3)} |"
+        )
+    lines += [
+        "",
+        "TPE + ASHA minus random, paired by search seed: re-trained validation "
+        f"{cell(retrained['tpe_asha_minus_random_retrained_validation'], 3)}, re-trained "
+        f"unseen-test ZSL {cell(retrained['tpe_asha_minus_random_retrained_unseen_test_zsl_top1'], 3)}. "
+        "Noise of the objective: standard deviation over run seeds of one configuration "
+        f"{retrained['objective_sd_over_run_seeds']:.3f} (pooled over the winners), against "
+        f"{retrained['objective_sd_over_random_configurations']:.3f} over random's "
+        "configurations (each with the search's seed).",
+    ]
+    return lines
 
 
 def write_report(
@@ -549,6 +688,7 @@ def write_report(
             for r in per_seed
         ]
     )
+    retrained = reseeded_summary(per_seed)
     startup = args.startup_trials
     tpe = ("multivariate " if args.multivariate else "") + "TPE"
     report = {
@@ -586,6 +726,7 @@ def write_report(
         "first_rung": first_rung_diagnostics(
             per_seed, args.grace, args.reduction_factor, args.asha_compares.startswith("selected/")
         ),
+        "winners_retrained": retrained,
         "mean_curves": {
             "random_final_best": mean_target,
             "random_trial_epochs": len(mean_curves["random"]),
@@ -683,6 +824,8 @@ def write_report(
         + ". "
         f"Wall time {wall / 60:.1f} min. Plot: {out / (args.name + '.png')}",
     ]
+    if retrained:
+        lines += ["", *retrained_markdown(retrained, cell)]
     markdown = "\n".join(lines) + "\n"
     with atomic_path(out / f"{args.name}.md") as temporary:
         temporary.write_text(markdown)

@@ -35,6 +35,7 @@ examples:
 
 outputs:
   <output_dir>/<name>/<split>/best_config.yaml   the best trial's config (neuron train it)
+  <output_dir>/<name>/<split>/confirm.yaml       the best trials again with new seeds (neuron ablate it)
   <output_dir>/<name>/optuna.db                  optuna-dashboard sqlite:///<that path>
   <output_dir>/mlflow.db                         mlflow ui --backend-store-uri sqlite:///<path>
 

@@ -1,7 +1,7 @@
 """The report stage: tables, plots and summaries built from the runs in MLflow.
 
-Shared by search studies (`summarise_study`: results table, best config, Optuna plots on the
-study run) and ablation studies (`ablations.report`). Everything here reads what the tracking
+Shared by search studies (`summarise_study`: results table, best config, the confirmation spec
+that trains the best trials again with new seeds, Optuna plots on the study run) and ablation studies (`ablations.report`). Everything here reads what the tracking
 layer (`search.tracking`) wrote, so a report can be rebuilt later from the store alone.
 """
 
@@ -16,10 +16,13 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import yaml
 from mlflow.entities import Metric
 from ray.tune.experiment import Trial
 
 from neuron.atomic import write_text_atomic
+from neuron.config import config_from_plain
+from search.spec import ConfirmSpec
 from search.tracking import (
     TAG_COMPARE_URL,
     TAG_EPOCHS,
@@ -226,6 +229,18 @@ def summarise_study(
             "neuron.best_trial_id": str(best["trial_id"]),
             "neuron.best_run_id": str(best["run_id"]),
         }
+        confirm = confirmation_spec(
+            study,
+            tracker.tracking_uri,
+            tracker.experiment,
+            study_run_id,
+            _ranked_overrides(table, study.mode, trials, str(best["trial_id"])),
+        )
+        if confirm is not None:
+            write_text_atomic(output / "confirm.yaml", confirm)
+            tracker.client.log_artifact(study_run_id, str(output / "confirm.yaml"))
+        else:
+            (output / "confirm.yaml").unlink(missing_ok=True)
         now = int(time.time() * 1000)
         metrics = [
             Metric(f"best/{k}", float(v), now, 0)
@@ -261,6 +276,98 @@ def summarise_study(
     tags[TAG_NOTE] = description(study, table, counts, compare_url, trials_url, notes)
     tracker.log(study_run_id, metrics=metrics, tags=tags | {TAG_STATUS: "completed"})
     tracker.finish(study_run_id, "FINISHED")
+
+
+CONFIRM_REPORTED = ("val/zsl_top1", "val/gzsl_h", "test/zsl_top1", "test/gzsl_h")
+"""Metrics of the confirmation's report besides the objective (what `neuron ablate` reports)."""
+CONFIRMABLE = ("val/zsl_top1", "val/gzsl_seen", "val/gzsl_unseen", "val/gzsl_h")
+"""Objectives an ablation report can compare (the validation part of its metrics)."""
+
+
+def confirmation_spec(
+    study: StudyInfo,
+    tracking_uri: str,
+    experiment: str,
+    study_run_id: str,
+    ranked: list[tuple[str, dict[str, Any]]],
+) -> str | None:
+    """An ablation spec (`neuron ablate`) that trains the study's best trials again with new
+    seeds, so their ranking can be checked against seed noise on validation: the best trial is
+    the base (`full`, from the search in MLflow), each runner-up a variant named
+    `rank<k>-<trial id>` whose overrides give every searched parameter its value in that trial.
+    `ranked`: (trial id, overrides) of completed trials, the study's best first. None with
+    fewer than 2, or for an objective an ablation report does not compare (`CONFIRMABLE`)."""
+    confirm = ConfirmSpec(**study.settings.get("confirm", {}))
+    if len(ranked) < 2 or confirm.top == 0 or study.objective not in CONFIRMABLE:
+        return None
+    base = config_from_plain(study.base_config)
+    keys = sorted({key for _, overrides in ranked[: confirm.top] for key in overrides})
+    best = base.replace(ranked[0][1]).to_dict()
+    variants = {}
+    for rank, (trial_id, overrides) in enumerate(ranked[1 : confirm.top], start=2):
+        # Every searched key where this trial differs from the best (the base); a key the best
+        # trial set but this one did not (a conditional parameter) takes the base config's value.
+        plain = base.replace(overrides).to_dict()
+        variants[f"rank{rank}-{trial_id}"] = {
+            key: _dotted(plain, key) for key in keys if _dotted(plain, key) != _dotted(best, key)
+        }
+    settings = study.settings
+    first = base.run.seed + 1
+    metrics = [study.objective, *(m for m in CONFIRM_REPORTED if m != study.objective)]
+    spec = {
+        "base": {
+            "search": study_run_id,
+            "search_tracking_uri": tracking_uri,
+            "search_experiment": experiment,
+        },
+        "variants": variants,
+        "splits": [study.split],
+        "seeds": list(range(first, first + confirm.seeds)),
+        "metrics": metrics,
+        "primary_metric": study.objective,
+        "max_concurrent_trials": settings.get("max_concurrent_trials", 2),
+        "resources": settings.get("resources", {"cpu": 1, "gpu": 0}),
+        "output_dir": str(Path(study.output_dir).resolve()),
+        "tracking_uri": tracking_uri,
+        "experiment": "neuron-confirm",
+    }
+    if settings.get("prepare"):
+        spec["prepare"] = settings["prepare"]
+    header = (
+        f"# Are the best trials of search study {study.study_name} better than seed noise?\n"
+        f"# The top {len(variants) + 1} completed trials by {study.objective}, trained again "
+        f"with run seeds {first}-{first + confirm.seeds - 1}\n"
+        f"# (the search trained every trial with seed {base.run.seed}). "
+        "`full` is the best trial, each\n"
+        "# rank<k>-<trial> a runner-up (its parameters that differ from the best's); the report\n"
+        "# gives mean and CI per trial and paired tests against the best. Choose on the\n"
+        "# validation metrics; the test metrics are shown, never a reason to pick a trial. Run:\n"
+        f"#   neuron ablate {Path(study.output_dir).resolve() / 'confirm.yaml'}\n"
+        "# (more seeds: add seeds=[...] on the command line).\n"
+    )
+    return header + yaml.safe_dump(spec, sort_keys=False)
+
+
+def _dotted(plain: dict[str, Any], key: str) -> Any:
+    value: Any = plain
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _ranked_overrides(
+    table: pd.DataFrame, mode: str, trials: list[Trial], best: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """(trial id, overrides) of the completed trials, `best` first, then by objective (those
+    whose Tune trial this driver holds: all of them, unless a resumed search lost some; none
+    when it lost the best)."""
+    overrides = {t.trial_id: dict(t.config.get("overrides", {})) for t in trials}
+    if best not in overrides:
+        return []
+    completed = table[table["status"] == "completed"].dropna(subset=["objective"])
+    completed = completed.sort_values("objective", ascending=mode == "min", kind="stable")
+    others = [str(t) for t in completed["trial_id"] if str(t) in overrides and str(t) != best]
+    return [(t, overrides[t]) for t in (best, *others)]
 
 
 def _best_config_yaml(

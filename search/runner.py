@@ -325,6 +325,9 @@ class StudyResult:
     """The runs table of the study's trials, best first, objective and parameters as columns."""
     plots_note: str | None = None
     """Why a summary plot is missing (parameter importances with < 2 completed trials)."""
+    confirm_path: Path | None = None
+    """The ablation spec that trains the best trials again with new seeds
+    (`search.report.confirmation_spec`); None with fewer than 2 completed trials."""
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,11 @@ class SearchResult:
             lines.append(f"    best config written to {study.best_config_path}")
             lines.append(f"      train it: {program('neuron')} train {study.best_config_path}")
             lines.append(f"    results table: {study.results_path} (and .parquet)")
+            if study.confirm_path:
+                lines.append(
+                    "    the best trials again with new seeds (are they better than seed noise?):"
+                )
+                lines.append(f"      {program('neuron')} ablate {study.confirm_path}")
             if study.trials_url:
                 lines.append(f"    its trials in MLflow, best first: {study.trials_url}")
             if study.compare_url:
@@ -746,6 +754,7 @@ def _study_result(tracker: MlflowTracker, study: StudyInfo, study_run_id: str) -
         compare_url=tags.get(TAG_COMPARE_URL),
         trials_url=tags.get(TAG_TRIALS_URL),
         plots_note=tags.get("neuron.plots_note"),
+        confirm_path=confirm if (confirm := output / "confirm.yaml").is_file() else None,
     )
 
 

@@ -157,6 +157,30 @@ class SamplerSpec:
 
 
 @dataclass(frozen=True)
+class ConfirmSpec:
+    """The confirmation each study writes (`confirm.yaml`, an ablation spec): its best trials
+    trained again with new seeds."""
+
+    top: int = 3
+    """Completed trials it trains again, best first (0: write none)."""
+    seeds: int = 6
+    """New run seeds per trial (6 is the fewest where the report's Wilcoxon test can reach
+    p < 0.05)."""
+
+    def __post_init__(self) -> None:
+        if self.top != 0 and self.top < 2:
+            raise ConfigError(
+                f"confirm.top={self.top}: must be >= 2 (the best and at least one runner-up) or "
+                "0 for no confirm.yaml"
+            )
+        if self.seeds < 2:
+            raise ConfigError(
+                f"confirm.seeds={self.seeds}: must be >= 2 (the report's intervals and paired "
+                "tests need them)"
+            )
+
+
+@dataclass(frozen=True)
 class PrepareSpec:
     """Where stage 1 and the feature cache are built."""
 
@@ -245,6 +269,7 @@ class SearchSpec(RunStores):
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
     seed: int = 0
     """Seed of the sampler (a study with the same seed proposes the same first points)."""
     output_dir: str = "runs/search"

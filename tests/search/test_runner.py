@@ -13,7 +13,11 @@ import pytest
 import ray
 import yaml
 
+from ablations.runner import plan_study
+from ablations.spec import load_ablation_spec
+from neuron.config import load_config
 from search.runner import SearchSetupError, _spec_record, run_search
+from search.spec import ConfirmSpec
 from search.tracking import MlflowTracker
 from search.trainable import SCRATCH_PREFIX
 from tests.search.helpers import tiny_spec
@@ -40,6 +44,33 @@ def cache_files(cache: Path) -> set[str]:
     return {
         str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"
     }
+
+
+def confirmation_spec_trains_the_top_trials_again(client, study_result, completed, summary):
+    """confirm.yaml is an ablation spec whose runs are the study's top completed trials (the best
+    as `full`, from MLflow; runners-up as variants) with new seeds: every run's config is its
+    trial's config (run.seed aside)."""
+    assert len(completed) >= 2, "the test needs two completed trials"
+    assert study_result.confirm_path is not None and str(study_result.confirm_path) in summary
+    spec = load_ablation_spec(study_result.confirm_path)
+    plan = plan_study(spec)
+    ranked = sorted(completed, key=lambda c: -c.data.metrics["objective"])[: ConfirmSpec().top]
+    assert spec.primary_metric == OBJECTIVE and spec.metrics[0] == OBJECTIVE
+    assert len(spec.seeds) == ConfirmSpec().seeds and 0 not in spec.seeds  # the search's seed is 0
+    names = [
+        "full",
+        *(f"rank{k}-{c.data.tags['neuron.trial_id']}" for k, c in enumerate(ranked[1:], 2)),
+    ]
+    assert [v.name for v in plan.variants] == names
+    for name, trial in zip(names, ranked, strict=True):
+        cell = next(c for c in plan.cells if c.variant == name)
+        with tempfile.TemporaryDirectory() as folder:
+            path = client.download_artifacts(trial.info.run_id, "config.yaml", folder)
+            expected = load_config(path).to_dict()
+        resolved = plan.config(cell).to_dict()
+        for plain in (expected, resolved):
+            plain["run"].pop("seed")
+        assert resolved == expected, name
 
 
 @pytest.mark.slow
@@ -113,6 +144,7 @@ def test_concurrent_search_with_asha_is_recorded_in_mlflow_and_optuna(
     summary = result.summary()
     assert f"mlflow ui --backend-store-uri {store} --port 5000" in summary
     assert str(study_result.best_config_path) in summary
+    confirmation_spec_trains_the_top_trials_again(client, study_result, completed, summary)
 
     # What the MLflow UI shows, read back from the store: a model-training experiment, trial
     # runs named by number, objective, key hyperparameters and study, and the results table in

@@ -136,6 +136,8 @@ def test_relative_base_config_is_read_next_to_the_spec(tmp_path):
             ["sampler.name=random", "sampler.multivariate=true"],
             "only TPE models parameters; drop it or use sampler.name=tpe",
         ),
+        ("confirm.top=1", "confirm.top=1: must be >= 2 (the best and at least one runner-up)"),
+        ("confirm.seeds=1", "confirm.seeds=1: must be >= 2"),
     ],
 )
 def test_bad_input_names_the_field_and_the_fix(tmp_path, override, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import pickle
 import socket
@@ -17,6 +18,7 @@ import yaml
 from ray.tune.experiment import Trial
 
 from neuron.config import load_config
+from search.report import confirmation_spec
 from search.tracking import (
     MlflowTracker,
     StudyInfo,
@@ -441,3 +443,37 @@ def test_plots_are_small_images_and_missing_importances_are_explained(tmp_path):
         save_plot(axes, tmp_path / f"{name}.png")
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG") and 5_000 < len(data) < 400_000
+
+
+def test_the_confirmation_spec_lists_what_each_runner_up_changes(tmp_path):
+    """Runners-up are variants of the best trial: only the searched keys where they differ, a
+    conditional key the best set and a runner-up did not at the base config's value; with fewer
+    than two trials, or an objective an ablation report does not compare, there is none."""
+    study = study_info(tmp_path)
+    base = load_config("tiny")
+    best = {"train.optimizer.lr": 0.05, "model.memory": "gated", "model.gate": "sigmoid"}
+    second = {"train.optimizer.lr": 0.02, "model.memory": "gated", "model.gate": "sigmoid"}
+    third = {"train.optimizer.lr": 0.05, "model.memory": "replace"}  # no gate when replacing
+    ranked = [("b1", best), ("s2", second), ("t3", third), ("f4", second)]
+    text = confirmation_spec(study, "sqlite:////x.db", "neuron-search", "run0", ranked)
+    assert text is not None and text.startswith("# Are the best trials")
+    spec = yaml.safe_load(text)
+    assert spec["base"] == {
+        "search": "run0",
+        "search_tracking_uri": "sqlite:////x.db",
+        "search_experiment": "neuron-search",
+    }
+    assert spec["variants"] == {
+        "rank2-s2": {"train.optimizer.lr": 0.02},
+        "rank3-t3": {"model.gate": base.model.gate, "model.memory": "replace"},
+    }
+    assert spec["seeds"] == [base.run.seed + 1 + k for k in range(6)]
+    assert spec["primary_metric"] == OBJECTIVE == spec["metrics"][0]
+    assert confirmation_spec(study, "sqlite:////x.db", "e", "run0", ranked[:1]) is None
+    smaller = dataclasses.replace(study, settings={"confirm": {"top": 2, "seeds": 3}})
+    spec = yaml.safe_load(confirmation_spec(smaller, "sqlite:////x.db", "e", "run0", ranked) or "")
+    assert list(spec["variants"]) == ["rank2-s2"] and len(spec["seeds"]) == 3
+    off = dataclasses.replace(study, settings={"confirm": {"top": 0}})
+    assert confirmation_spec(off, "sqlite:////x.db", "e", "run0", ranked) is None
+    other = dataclasses.replace(study, objective="val/zsl_top1_spatial")
+    assert confirmation_spec(other, "sqlite:////x.db", "e", "run0", ranked) is None
