@@ -331,8 +331,11 @@ def confirmation_spec(
         "tracking_uri": tracking_uri,
         "experiment": "neuron-confirm",
     }
-    if settings.get("prepare"):
-        spec["prepare"] = settings["prepare"]
+    # Where the search ran, the confirmation runs: its stage-1 placement, shared Tune storage
+    # (a cluster's NFS or s3:// path; the study gets its own folder there) and Ray cluster.
+    for key in ("prepare", "storage_path", "address", "max_failures"):
+        if settings.get(key) is not None:
+            spec[key] = settings[key]
     header = (
         f"# Are the best trials of search study {study.study_name} better than seed noise?\n"
         f"# The top {len(variants) + 1} completed trials by {study.objective}, trained again "

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from ray.tune.experiment import Trial
 
+from ablations.spec import load_ablation_spec
 from neuron.config import load_config
 from search.report import confirmation_spec
 from search.tracking import (
@@ -470,9 +471,16 @@ def test_the_confirmation_spec_lists_what_each_runner_up_changes(tmp_path):
     assert spec["seeds"] == [base.run.seed + 1 + k for k in range(6)]
     assert spec["primary_metric"] == OBJECTIVE == spec["metrics"][0]
     assert confirmation_spec(study, "sqlite:////x.db", "e", "run0", ranked[:1]) is None
-    smaller = dataclasses.replace(study, settings={"confirm": {"top": 2, "seeds": 3}})
+    assert "storage_path" not in spec and "address" not in spec  # local defaults
+    cluster = {"storage_path": "s3://bucket/runs", "address": "auto", "max_failures": 3}
+    smaller = dataclasses.replace(study, settings={"confirm": {"top": 2, "seeds": 3}} | cluster)
     spec = yaml.safe_load(confirmation_spec(smaller, "sqlite:////x.db", "e", "run0", ranked) or "")
     assert list(spec["variants"]) == ["rank2-s2"] and len(spec["seeds"]) == 3
+    assert {key: spec[key] for key in cluster} == cluster
+    path = tmp_path / "confirm.yaml"
+    path.write_text(confirmation_spec(smaller, "http://head:5000", "e", "run0", ranked) or "")
+    loaded = load_ablation_spec(path)  # a valid ablation spec, cluster keys included
+    assert loaded.storage_path == "s3://bucket/runs" and loaded.base.search == "run0"
     off = dataclasses.replace(study, settings={"confirm": {"top": 0}})
     assert confirmation_spec(off, "sqlite:////x.db", "e", "run0", ranked) is None
     other = dataclasses.replace(study, objective="val/zsl_top1_spatial")
