@@ -37,7 +37,10 @@ first rung and at every epoch). Then each search's winner is trained again with 
 seeds the searches never used (every trial trains with the base config's seed): its mean
 validation objective and unseen-test ZSL over those seeds, how far its value in the search lay
 above that mean, TPE + ASHA minus random paired by search seed, and the objective's standard
-deviation over seeds of one configuration against its spread over random's configurations.
+deviation over seeds of one configuration against its spread over random's configurations. The
+best trial so far after a third of random's trial-epochs is re-trained the same way, for each
+method: the goal read on what configurations are worth rather than on one lucky value (is TPE +
+ASHA's pick at a third of the compute as good as random search's final winner?).
 Writes JSON (with every report, enough to redraw the
 curves: `--from-json` rewrites all outputs from it), Markdown and a PNG plot (best-so-far vs
 trial-epochs, both methods, CI bands over seeds) named `--name`.
@@ -215,6 +218,16 @@ def winner(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The report row of the completed trial with the best selected validation objective."""
     completed = [row for row in rows if row["completed"] and not math.isnan(row["selected"])]
     return max(completed, key=lambda row: row["selected"]) if completed else None
+
+
+def incumbent(rows: list[dict[str, Any]], budget: int) -> tuple[str, float] | None:
+    """The trial holding the best objective reported in the first `budget` trial-epochs (what
+    the best-so-far curve shows there) and that objective; None before any report."""
+    shown = [row for row in rows[:budget] if not math.isnan(row["objective"])]
+    if not shown:
+        return None
+    best = max(shown, key=lambda row: row["objective"])
+    return best["trial"], best["objective"]
 
 
 def reseed(
@@ -403,16 +416,34 @@ def main() -> None:
                 for method in METHODS
             }
             winners = {method: winner(rows) for method, (rows, _) in runs.items()}
-            reseeded = {}
-            for method, (_, overrides) in runs.items():
-                best = winners[method]
-                if best is None or args.reseeds == 0:
+            # The best trial so far after a third of random's trial-epochs, each method.
+            third = len(runs["random"][0]) // 3
+            picks: dict[str, tuple[str, float] | None] = {
+                method: None if best is None else (best["trial"], best["selected"])
+                for method, best in winners.items()
+            }
+            picks |= {
+                f"{method}_at_third": incumbent(rows, third) for method, (rows, _) in runs.items()
+            }
+            reseeded: dict[str, dict[str, Any]] = {}
+            trained: dict[tuple[str, str], dict[str, list[float]]] = {}
+            for key, pick in picks.items():
+                if pick is None or args.reseeds == 0:
                     continue
-                reseeded[method] = {
-                    "overrides": overrides[best["trial"]],
-                    "search_value": best["selected"],
+                method = key.removesuffix("_at_third")
+                trial, value = pick
+                overrides = runs[method][1][trial]
+                if (method, trial) not in trained:
+                    trained[method, trial] = reseed(
+                        base, overrides, prepared, reseed_seeds, args.concurrent
+                    )
+                reseeded[key] = {
+                    "overrides": overrides,
+                    "search_value": value,
                     "seeds": reseed_seeds,
-                } | reseed(base, overrides[best["trial"]], prepared, reseed_seeds, args.concurrent)
+                } | trained[method, trial]
+                if key.endswith("_at_third"):
+                    reseeded[key]["trial_epochs"] = third
             per_seed.append(
                 seed_record(
                     seed,
@@ -599,6 +630,25 @@ def reseeded_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         for trial, _, value in r["reports"]["random"]:
             best[int(trial)] = max(best.get(int(trial), -math.inf), value)
         trial_bests += list(best.values())
+    at_third = [r for r in paired if all(f"{m}_at_third" in r["reseeded"] for m in METHODS)]
+    if at_third:
+        early = {
+            m: [mean_of(r["reseeded"][f"{m}_at_third"]["validation"]) for r in at_third]
+            for m in METHODS
+        }
+        final = [mean_of(r["reseeded"]["random"]["validation"]) for r in at_third]
+        summary["at_third"] = {
+            "seeds": len(at_third),
+            "trial_epochs": at_third[0]["reseeded"]["random_at_third"]["trial_epochs"],
+            "tpe_asha_retrained_validation": mean_ci(early["tpe_asha"]),
+            "random_retrained_validation": mean_ci(early["random"]),
+            "tpe_asha_minus_random_final_winner": mean_ci(
+                [a - b for a, b in zip(early["tpe_asha"], final, strict=True)]
+            ),
+            "seeds_tpe_asha_at_least_random_final_winner": sum(
+                a >= b for a, b in zip(early["tpe_asha"], final, strict=True)
+            ),
+        }
     summary["objective_sd_over_run_seeds"] = (
         float(math.sqrt(np.mean(variances))) if variances else float("nan")
     )
@@ -635,6 +685,18 @@ def retrained_markdown(retrained: dict[str, Any], cell: Any) -> list[str]:
         f"{retrained['objective_sd_over_random_configurations']:.3f} over random's "
         "configurations (each with the search's seed).",
     ]
+    third = retrained.get("at_third")
+    if third:
+        lines += [
+            "",
+            f"After a third of random's trial-epochs ({third['trial_epochs']}), the best trial so "
+            "far re-trained the same way: TPE + ASHA's "
+            f"{cell(third['tpe_asha_retrained_validation'], 3)}, random's "
+            f"{cell(third['random_retrained_validation'], 3)}; TPE + ASHA's minus random's final "
+            f"winner (paired): {cell(third['tpe_asha_minus_random_final_winner'], 3)}, at least "
+            f"as good in {third['seeds_tpe_asha_at_least_random_final_winner']}/{third['seeds']} "
+            "seeds.",
+        ]
     return lines
 
 
