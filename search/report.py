@@ -1,8 +1,9 @@
 """The report stage: tables, plots and summaries built from the runs in MLflow.
 
 Shared by search studies (`summarise_study`: results table, best config, the confirmation spec
-that trains the best trials again with new seeds, Optuna plots on the study run) and ablation studies (`ablations.report`). Everything here reads what the tracking
-layer (`search.tracking`) wrote, so a report can be rebuilt later from the store alone.
+that trains the best trials again with new seeds, Optuna plots on the study run) and ablation
+studies (`ablations.report`). Everything here reads what the tracking layer (`search.tracking`)
+wrote, so a report can be rebuilt later from the store alone.
 """
 
 from __future__ import annotations
@@ -294,23 +295,29 @@ def confirmation_spec(
     """An ablation spec (`neuron ablate`) that trains the study's best trials again with new
     seeds, so their ranking can be checked against seed noise on validation: the best trial is
     the base (`full`, from the search in MLflow), each runner-up a variant named
-    `rank<k>-<trial id>` whose overrides give every searched parameter its value in that trial.
-    `ranked`: (trial id, overrides) of completed trials, the study's best first. None with
-    fewer than 2, or for an objective an ablation report does not compare (`CONFIRMABLE`)."""
+    `rank<k>-<trial id>` whose overrides set the searched parameters where it differs from the
+    best (a runner-up with the best's configuration, or one listed before, is left out: an
+    ablation refuses variants that change nothing or repeat another). `ranked`: (trial id,
+    overrides) of completed trials, the study's best first. None without a runner-up, or for an
+    objective an ablation report does not compare (`CONFIRMABLE`)."""
     confirm = ConfirmSpec(**study.settings.get("confirm", {}))
     if len(ranked) < 2 or confirm.top == 0 or study.objective not in CONFIRMABLE:
         return None
     base = config_from_plain(study.base_config)
     keys = sorted({key for _, overrides in ranked[: confirm.top] for key in overrides})
     best = base.replace(ranked[0][1]).to_dict()
-    variants = {}
+    variants: dict[str, dict[str, Any]] = {}
     for rank, (trial_id, overrides) in enumerate(ranked[1 : confirm.top], start=2):
         # Every searched key where this trial differs from the best (the base); a key the best
         # trial set but this one did not (a conditional parameter) takes the base config's value.
         plain = base.replace(overrides).to_dict()
-        variants[f"rank{rank}-{trial_id}"] = {
+        changes = {
             key: _dotted(plain, key) for key in keys if _dotted(plain, key) != _dotted(best, key)
         }
+        if changes and changes not in variants.values():
+            variants[f"rank{rank}-{trial_id}"] = changes
+    if not variants:
+        return None
     settings = study.settings
     first = base.run.seed + 1
     metrics = [study.objective, *(m for m in CONFIRM_REPORTED if m != study.objective)]

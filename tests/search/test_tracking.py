@@ -471,6 +471,11 @@ def test_the_confirmation_spec_lists_what_each_runner_up_changes(tmp_path):
     assert spec["seeds"] == [base.run.seed + 1 + k for k in range(6)]
     assert spec["primary_metric"] == OBJECTIVE == spec["metrics"][0]
     assert confirmation_spec(study, "sqlite:////x.db", "e", "run0", ranked[:1]) is None
+    # A runner-up with the best's configuration, or another's, changes nothing: left out.
+    repeated = [("b1", best), ("b2", dict(best)), ("s2", second), ("s3", second), ("t3", third)]
+    spec = yaml.safe_load(confirmation_spec(study, "sqlite:////x.db", "e", "r", repeated) or "")
+    assert list(spec["variants"]) == ["rank3-s2"]  # the top 3: b1, b2 (= b1), s2
+    assert confirmation_spec(study, "sqlite:////x.db", "e", "r", repeated[:2]) is None
     assert "storage_path" not in spec and "address" not in spec  # local defaults
     cluster = {"storage_path": "s3://bucket/runs", "address": "auto", "max_failures": 3}
     smaller = dataclasses.replace(study, settings={"confirm": {"top": 2, "seeds": 3}} | cluster)
