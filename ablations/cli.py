@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neuron.cli import parse_arguments
+from ablations.spec import DEFAULT_EXPERIMENT
+from neuron.cli import parse_arguments, run_handler
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -100,8 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--experiment",
-        default="neuron-ablate",
-        help="report/list: the MLflow experiment (default neuron-ablate)",
+        default=DEFAULT_EXPERIMENT,
+        help=f"report/list: the MLflow experiment (default {DEFAULT_EXPERIMENT})",
     )
     parser.add_argument(
         "--out",
@@ -226,4 +227,4 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    return run_command(parse_arguments(parser, argv))
+    return run_handler(run_command, parse_arguments(parser, argv))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import yaml
 from ray import tune
 
 from ablations.report import Report, build_report, publish_report
-from ablations.spec import AblationSpec, Plan, build_plan
+from ablations.spec import DEFAULT_EXPERIMENT, AblationSpec, Plan, build_plan
 from ablations.tracking import TAG_ABLATION, AblationCallback, start_parents
 from neuron.atomic import write_text_atomic
 from neuron.cli import program
@@ -225,6 +226,7 @@ def train_cell(
 class AblationResult:
     name: str
     tracking_uri: str
+    experiment: str
     experiment_id: str
     root_run_id: str
     """The top run (several splits) or the study run (one split)."""
@@ -247,14 +249,24 @@ class AblationResult:
             f"--port 5000\n  then open {page}"
         )
 
+    def report_command(self) -> str:
+        """`neuron ablate report` for this study, with its store and (unless the default) its
+        experiment, e.g. `neuron-confirm` for a search's confirm.yaml."""
+        command = (
+            f"{program('neuron')} ablate report {self.name} "
+            f"--tracking-uri {absolute_store(self.tracking_uri)}"
+        )
+        if self.experiment != DEFAULT_EXPERIMENT:
+            command += f" --experiment {shlex.quote(self.experiment)}"
+        return command
+
     def summary(self) -> str:
         lines = [
             self.report.text(),
             "",
             self.stage1.summary(len(self.report.cells)),
             f"report: {self.output_dir}/report.md (and report.csv, one PNG per split)",
-            f"rebuild it from MLflow: {program('neuron')} ablate report {self.name} "
-            f"--tracking-uri {absolute_store(self.tracking_uri)}",
+            f"rebuild it from MLflow: {self.report_command()}",
             f"Tune runs (checkpoints, --resume): {self.storage_path}",
             f"MLflow: {self.mlflow_url()}",
         ]
@@ -337,6 +349,7 @@ def _run_ablation(
     return AblationResult(
         name=name,
         tracking_uri=tracking_uri,
+        experiment=spec.experiment,
         experiment_id=tracker.experiment_id,
         root_run_id=root,
         storage_path=storage,

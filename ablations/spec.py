@@ -54,6 +54,9 @@ from search.spec import (
 REFERENCE = "full"
 """The name of the full model, the reference variant of every comparison."""
 
+DEFAULT_EXPERIMENT = "neuron-ablate"
+"""The MLflow experiment of ablation studies unless a spec names another."""
+
 REPORT_METRICS = (
     "val/zsl_top1",
     "val/gzsl_seen",
@@ -157,7 +160,7 @@ class AblationSpec(RunStores):
     tracking_uri: str | None = None
     """MLflow store: `sqlite:///path.db` or `http://host:port`. Default:
     `sqlite:///<output_dir>/mlflow.db`."""
-    experiment: str = "neuron-ablate"
+    experiment: str = DEFAULT_EXPERIMENT
     """MLflow experiment that receives the runs."""
     address: str | None = None
     """Ray cluster address (`auto`, `ray://...`, `host:6379`); default: $RAY_ADDRESS, else a new

@@ -2,7 +2,7 @@
 
 `neuron/` (the science) never imports ray, mlflow or optuna; no package imports a later one
 (neuron → search → ablations); inside `neuron/` no module imports a later stage of the data
-flow (the order of `NEURON_FLOW`, the README's module map). Imports under
+flow (the order of `NEURON_FLOW`). Imports under
 `if TYPE_CHECKING:` only name types and are not counted.
 """
 

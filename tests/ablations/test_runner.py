@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from ablations.cli import add_arguments
 from ablations.runner import AblationResult, Stage1
+from ablations.spec import DEFAULT_EXPERIMENT
 
 
-def result(tracking_uri: str) -> AblationResult:
+def result(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> AblationResult:
     return AblationResult(
         name="study",
         tracking_uri=tracking_uri,
+        experiment=experiment,
         experiment_id="3",
         root_run_id="abc123",
         storage_path="runs/ablate/study",
@@ -45,3 +49,19 @@ def test_a_tracking_server_prints_the_run_page_on_the_server() -> None:
     assert result("http://10.0.0.5:5000/").mlflow_url() == (
         "http://10.0.0.5:5000/#/experiments/3/runs/abc123?workflowType=machine_learning"
     )
+
+
+@pytest.mark.parametrize("experiment", [DEFAULT_EXPERIMENT, "neuron-confirm", "my lab"])
+def test_the_printed_report_command_finds_the_study_in_its_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, experiment: str
+) -> None:
+    """A confirm.yaml study lives in `neuron-confirm`: the rebuild command must say so."""
+    monkeypatch.chdir(tmp_path)
+    words = shlex.split(result("sqlite:///runs/ablate/mlflow.db", experiment).report_command())
+    assert Path(words[0]).name == "neuron" and words[1] == "ablate"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(words[2:])
+    assert (args.spec, args.overrides) == ("report", ["study"])
+    assert args.experiment == experiment
+    assert args.tracking_uri == f"sqlite:///{tmp_path}/runs/ablate/mlflow.db"

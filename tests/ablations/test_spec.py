@@ -71,6 +71,16 @@ def test_component_specs_are_the_papers_set():
     assert plan.config(plan.cells[0]).data.side_information.source == "official"
 
 
+def test_the_class_names_ablation_keeps_the_full_models_text_encoder():
+    plan = build_plan(load_ablation_spec(SPECS / "neuron_components.yaml"))
+    encoders = {}
+    for cell in plan.cells:
+        side = plan.config(cell).data.side_information
+        encoders[cell.variant] = (side.use_precomputed, side.text_model)
+    assert encoders["class-names"] == encoders["full"]
+    assert encoders["full"][0] is False  # both arms encoded by text_model, not the CLIP tensors
+
+
 def test_sweep_and_grid_expansion(tmp_path):
     plan = plan_of(
         tmp_path,

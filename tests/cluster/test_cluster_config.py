@@ -151,3 +151,30 @@ def test_the_service_accepts_private_addresses_and_names_only_them():
         "127.0.0.1",
         "127.0.0.1:5000",
     ]
+
+
+def test_the_shipped_cluster_specs_fit_the_cluster(config):
+    """search/specs/ntu60.yaml and ablations/specs/neuron_components.yaml read and write only
+    where cluster.yaml's nodes can: the persistent volume mounted in the container, S3 for what
+    every node shares, and inputs the stage-1 worker downloads first."""
+    from ablations.spec import build_plan, load_ablation_spec
+    from search.spec import load_search_spec
+
+    mounts = [o.split()[-1] for o in config["docker"]["run_options"] if o.startswith("-v ")]
+    volume = Path(next(m.split(":")[1] for m in mounts if "neuron-state" in m))
+    stage1_resources = set(config["available_node_types"]["gpu4"]["resources"])
+    search = load_search_spec(ROOT / "search" / "specs" / "ntu60.yaml")
+    plan = build_plan(load_ablation_spec(ROOT / "ablations" / "specs" / "neuron_components.yaml"))
+    configs = [search.base_config(split) for split in search.splits]
+    configs += [plan.config(cell) for cell in plan.cells]
+    for spec in (search, plan.spec):
+        assert Path(spec.output_dir).is_relative_to(volume), spec.output_dir
+        assert spec.storage_path.startswith("s3://"), spec.storage_path
+        assert spec.prepare.where == "worker" and spec.prepare.shared_cache.startswith("s3://")
+        assert set(spec.prepare.resources) <= stage1_resources
+        assert all(uri.startswith("s3://") for uri in spec.prepare.inputs.values())
+        for cfg in configs:
+            inputs = spec.prepare.inputs
+            for path in (cfg.data.path, cfg.data.side_information.path, cfg.run.cache_dir):
+                assert Path(path).is_relative_to(volume), path
+            assert cfg.data.path in inputs and cfg.data.side_information.path in inputs

@@ -117,6 +117,10 @@ def submitted(tmp_path_factory):
             cluster.dashboard_url,
             "--submission-id",
             "neuron-search-sim",
+            # The README submits with `--working-dir .` and a relative spec path. Not here: the
+            # fake nodes share one runtime_resources folder, and every node that starts a worker
+            # of the job unpacks the working dir again over the old copy (Ray replaces it), which
+            # deletes the driver's current directory under it; on real nodes each has its own.
             "--",
             "neuron",
             "search",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from neuron.config import ConfigError
 from search.space import FloatRange, IntRange, StrChoice
-from search.spec import ObjectiveSpec, load_search_spec
+from search.spec import ObjectiveSpec, PrepareSpec, SearchSpec, load_search_spec
 
 SPECS = Path(__file__).resolve().parents[2] / "search" / "specs"
 
@@ -20,6 +22,21 @@ def test_shipped_specs_load_and_validate(name):
     for split in spec.split_names:
         assert spec.base_config(split).data.split == split
     assert spec.max_concurrent_trials >= 2
+
+
+def test_the_quick_spec_documents_every_key():
+    """quick.yaml is the reference a user copies: every spec key is in it, each scalar with a
+    comment, and its prepare section holds the defaults."""
+    text = (SPECS / "quick.yaml").read_text()
+    prepare = re.search(r"^prepare:.*\n((?:  .*\n)+)", text, re.MULTILINE)
+    assert prepare is not None, "prepare is not in quick.yaml"
+    for cls, indent, where in ((SearchSpec, "", text), (PrepareSpec, "  ", prepare.group(1))):
+        for f in dataclasses.fields(cls):
+            line = re.search(rf"^{indent}{f.name}:.*$", where, re.MULTILINE)
+            assert line is not None, f"{f.name} is not in quick.yaml"
+            if cls is PrepareSpec or f.name in ("pending_trials", "address", "tracking_uri"):
+                assert "#" in line.group(0), f"{f.name} has no comment in quick.yaml"
+    assert load_search_spec(SPECS / "quick.yaml").prepare == PrepareSpec()
 
 
 def test_ntu60_spec_runs_one_study_per_split_with_fractional_gpus():
