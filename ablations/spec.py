@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from neuron.config import (
+    MAX_SEED,
     Config,
     ConfigError,
     config_from_plain,
@@ -177,6 +178,10 @@ class AblationSpec(RunStores):
             raise ConfigError("seeds=[]: give at least one seed, e.g. [0, 1, 2]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={list(self.seeds)}: lists a seed twice")
+        for key, seeds in (("seeds", self.seeds), ("stage1_seed", (self.stage1_seed or 0,))):
+            bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+            if bad:
+                raise ConfigError(f"{key}: {bad[0]} is not a seed; seeds are in [0, {MAX_SEED}]")
         if self.statistics and len(self.seeds) < 2:
             raise ConfigError(
                 f"seeds={list(self.seeds)}: confidence intervals and paired tests need at least "
@@ -217,23 +222,13 @@ class AblationSpec(RunStores):
         """A new spec with dotted overrides (`seeds`, `base.overrides.train.epochs`, ...)."""
         plain = to_plain(self)
         _apply_overrides(plain, overrides)
-        return from_dict(AblationSpec, _typed(plain), source="")
+        return from_dict(AblationSpec, plain, source="")
 
 
 def _suggest(value: str, valid: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(value, list(valid), n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"{hint}valid: {', '.join(valid)}"
-
-
-def _typed(plain: dict[str, Any]) -> dict[str, Any]:
-    """Nested dataclass sections back from their plain form (from_dict builds the top level)."""
-    plain = dict(plain)
-    if isinstance(plain.get("base"), dict):
-        plain["base"] = from_dict(AblationBase, plain["base"], source="base")
-    if isinstance(plain.get("resources"), dict):
-        plain["resources"] = from_dict(ResourcesSpec, plain["resources"], source="resources")
-    return plain
 
 
 def _apply_overrides(plain: dict[str, Any], overrides: dict[str, Any]) -> None:

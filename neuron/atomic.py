@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -15,7 +16,8 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success.
 
     The temporary name starts with `.` and ends in `.partial`, so an interrupted write never
-    leaves a file that looks complete. Works for files and directories. An OS error while
+    leaves a file that looks complete. Works for files and directories; a directory is only
+    ever replaced by a directory (a file aimed at one raises IsADirectoryError). An OS error while
     writing (full disk, read-only file system) names `target`, not the temporary path.
     """
     target = Path(target)
@@ -32,7 +34,10 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield temporary
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            if not temporary.is_dir():
+                # A file never replaces a folder: `--metrics-out runs` must not delete runs/.
+                raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(target))
+            shutil.rmtree(target)  # a folder written whole replaces its previous version
         os.replace(temporary, target)
     except BaseException as error:
         if temporary.is_dir():

@@ -82,9 +82,24 @@ def _load(args: argparse.Namespace) -> Any:
     return load_config(args.config, args.overrides)
 
 
+def check_output_file(path: str | Path | None, option: str) -> None:
+    """Refuse, before any work, an output file path that is an existing folder."""
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"{option} {path}: this is a folder, not a file; give a file path")
+
+
 def _data_synth(args: argparse.Namespace) -> int:
     from neuron.synthetic import synthetic_descriptions, write_descriptions, write_synthetic
 
+    check_output_file(args.out, "--out")
+    if not args.no_descriptions:
+        out = Path(args.out)
+        folder = Path(args.descriptions_out or out.parent / f"{out.stem}_descriptions")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"--descriptions-out {folder}: this is a file, not a folder; give a folder path "
+                "(or --no-descriptions)"
+            )
     summary = write_synthetic(args.out, preset=args.preset, seed=args.seed, progress=True)
     if not args.no_descriptions:
         out = Path(args.out)
@@ -111,6 +126,7 @@ def _subject_list(text: str) -> tuple[int, ...]:
 def _data_import(args: argparse.Namespace) -> int:
     from neuron.importers import import_dataset
 
+    check_output_file(args.out, "--out")
     summary = import_dataset(
         args.format,
         args.source,
@@ -308,6 +324,7 @@ def _train(args: argparse.Namespace) -> int:
     from neuron.train import fit, load_checkpoint
 
     cfg = _load(args)
+    check_output_file(args.metrics_out, "--metrics-out")
     name = args.name or time.strftime("train-%Y%m%d-%H%M%S")
     run_dir = Path(cfg.run.output_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable output fails before any work

@@ -35,6 +35,14 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+MAX_SEED = 2**32 - 1
+"""numpy's and torch's seeds are unsigned 32-bit."""
+
+
+def _check_seed(seed: int, key: str) -> None:
+    _check(0 <= seed <= MAX_SEED, f"{key}={seed}: must be in [0, {MAX_SEED}]")
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """The embedded synthetic dataset, generated on demand when `data.path` is empty."""
@@ -43,6 +51,9 @@ class SyntheticConfig:
     """Size preset: `tiny` for unit tests, `small` for the quick CPU run, `default` for studies."""
     seed: int = 0
     """Generator seed; the same seed gives byte-identical data."""
+
+    def __post_init__(self) -> None:
+        _check_seed(self.seed, "data.synthetic.seed")
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,12 @@ class DataConfig:
             f"data.crop_min_ratio={self.crop_min_ratio}: must be in (0, 1]",
         )
         _check(self.max_bodies in (1, 2), f"data.max_bodies={self.max_bodies}: must be 1 or 2")
+        _check(
+            math.isfinite(self.rotation_degrees) and 0 <= self.rotation_degrees <= 180,
+            f"data.rotation_degrees={self.rotation_degrees}: must be in [0, 180] (0 disables "
+            "rotation)",
+        )
+        _check_seed(self.validation_seed, "data.validation_seed")
 
 
 @dataclass(frozen=True)
@@ -157,6 +174,14 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.channels) >= 1, "model.encoder.channels: must list at least one unit")
+        _check(
+            all(c >= 1 for c in self.channels),
+            f"model.encoder.channels={list(self.channels)}: every unit needs >= 1 channel",
+        )
+        _check(
+            0.0 <= self.dropout < 1.0,
+            f"model.encoder.dropout={self.dropout}: must be in [0, 1)",
+        )
         for unit in self.stride_units:
             _check(
                 0 <= unit < len(self.channels),
@@ -227,6 +252,11 @@ class ModelConfig:
             self.compression_per_step >= 0,
             f"model.compression_per_step={self.compression_per_step}: must be >= 0",
         )
+        _check(self.hidden >= 1, f"model.hidden={self.hidden}: must be >= 1")
+        _check(
+            math.isfinite(self.logit_scale) and self.logit_scale > 0,
+            f"model.logit_scale={self.logit_scale}: must be a finite number > 0",
+        )
         if self.compression and self.branches != "temporal":
             kept_last = self.spatial_prototypes - self.compression_per_step * self.steps
             _check(
@@ -252,7 +282,8 @@ class ModelConfig:
             f"(model.steps={self.steps})",
         )
         _check(
-            all(w >= 0 for w in self.step_loss_weights) and sum(self.step_loss_weights) > 0,
+            all(math.isfinite(w) and w >= 0 for w in self.step_loss_weights)
+            and sum(self.step_loss_weights) > 0,
             f"model.step_loss_weights={list(self.step_loss_weights)}: must be >= 0 with a positive sum",
         )
         _check(
@@ -406,6 +437,12 @@ class EvalConfig:
     the epoch count stage 1 selected), as the reference's encoder was trained. Otherwise the
     all-seen stage 2 reads the encoder trained on the training classes."""
 
+    def __post_init__(self) -> None:
+        _check(
+            all(math.isfinite(g) for g in self.gamma_grid),
+            f"eval.gamma_grid={list(self.gamma_grid)}: every γ must be a finite number",
+        )
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -440,6 +477,9 @@ class RunConfig:
             0 < self.gpu_fraction <= 1,
             f"run.gpu_fraction={self.gpu_fraction}: must be in (0, 1]",
         )
+        _check_seed(self.seed, "run.seed")
+        _check(self.threads >= 0, f"run.threads={self.threads}: must be >= 0 (0: torch's default)")
+        _check(self.num_workers >= 0, f"run.num_workers={self.num_workers}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -503,7 +543,7 @@ class Config:
         """A new Config with dotted-key overrides applied (validated like a YAML file)."""
         plain = self.to_dict()
         for key, value in overrides.items():
-            set_dotted(plain, key, value, source="override")
+            set_dotted(plain, key, value, source="override", merge=True)
         return from_dict(Config, plain, source="override")
 
 
@@ -602,7 +642,12 @@ def merge_plain(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def set_dotted(plain: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+def set_dotted(
+    plain: dict[str, Any], dotted: str, value: Any, source: str, merge: bool = False
+) -> None:
+    """Set `dotted` in nested dicts. With `merge`, a mapping given to a mapping updates it key
+    by key (as a `base:` file does) instead of replacing it: `model={steps: 2}` changes the
+    steps and keeps every other model value."""
     parts = dotted.split(".")
     node = plain
     for depth, part in enumerate(parts):
@@ -612,7 +657,10 @@ def set_dotted(plain: dict[str, Any], dotted: str, value: Any, source: str) -> N
             prefix = ".".join(parts[:depth]) + "." if depth else ""
             raise ConfigError(f"{source}: unknown key {where}: {_nearest(part, valid, prefix)}")
         if depth == len(parts) - 1:
-            node[part] = value
+            if merge and isinstance(value, dict) and isinstance(node[part], dict):
+                node[part] = merge_plain(node[part], value)
+            else:
+                node[part] = value
         else:
             node = node[part]
 
@@ -622,7 +670,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=10")
     key, raw = text.split("=", 1)
-    return key.strip(), load_yaml_text(raw) if raw.strip() else None
+    if not raw.strip():
+        return key.strip(), None
+    try:
+        return key.strip(), load_yaml_text(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"override {text!r}: the value is not valid YAML ({problem}); complete or quote it, "
+            f"e.g. {key.strip()}=[3,5,8] for a list or {key.strip()}='some text' for a string"
+        ) from error
 
 
 class _Loader(yaml.SafeLoader):
@@ -654,7 +711,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        loaded = load_yaml_text(path.read_text())
+        loaded = load_yaml_text(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     if loaded is None:
@@ -726,7 +788,7 @@ def load_config(
         items = [parse_override(o) for o in overrides or []]
         written = " ".join(overrides or [])
     for key, value in items:
-        set_dotted(plain, key, value, source=f"override {key}")
+        set_dotted(plain, key, value, source=f"override {key}", merge=True)
     try:
         return from_dict(Config, plain, source="")
     except ConfigError as error:

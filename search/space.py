@@ -284,6 +284,10 @@ def _validate_range(
         return
     where = f"space.{name}"
     domain = _domain_text(minimum, maximum, open_low)
+    for end in ("fixed", "low", "high"):
+        value = getattr(bounds, end)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}.{end}={value}: must be a finite number")
     if bounds.fixed is not None:
         if bounds.low is not None or bounds.high is not None:
             raise ConfigError(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from neuron.config import (
+    MAX_SEED,
     Config,
     ConfigError,
     from_dict,
@@ -89,9 +90,13 @@ class ResourcesSpec:
     """GPUs per trial; fractions (0.25) share one GPU between trials."""
 
     def __post_init__(self) -> None:
-        if self.cpu <= 0:
-            raise ConfigError(f"resources.cpu={self.cpu}: must be > 0")
-        if self.gpu < 0 or (self.gpu > 1 and not float(self.gpu).is_integer()):
+        if not (math.isfinite(self.cpu) and self.cpu > 0):
+            raise ConfigError(f"resources.cpu={self.cpu}: must be a finite number > 0")
+        if (
+            not math.isfinite(self.gpu)
+            or self.gpu < 0
+            or (self.gpu > 1 and not float(self.gpu).is_integer())
+        ):
             raise ConfigError(
                 f"resources.gpu={self.gpu}: must be >= 0, a fraction below 1 or a whole number"
             )
@@ -124,8 +129,10 @@ class SchedulerSpec:
     def __post_init__(self) -> None:
         if self.grace_period < 1:
             raise ConfigError(f"scheduler.grace_period={self.grace_period}: must be >= 1 epoch")
-        if self.reduction_factor < 2:
-            raise ConfigError(f"scheduler.reduction_factor={self.reduction_factor}: must be >= 2")
+        if not (math.isfinite(self.reduction_factor) and self.reduction_factor >= 2):
+            raise ConfigError(
+                f"scheduler.reduction_factor={self.reduction_factor}: must be a finite number >= 2"
+            )
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,10 @@ class SearchSpec(RunStores):
             raise ConfigError(f"pending_trials={self.pending_trials}: must be >= 1 (or null)")
         if self.max_failures < 0:
             raise ConfigError(f"max_failures={self.max_failures}: must be >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(
+                f"seed={self.seed}: must be in [0, {MAX_SEED}] (Optuna's sampler seed)"
+            )
         if self.time_budget_s is not None and not (
             self.time_budget_s > 0 and math.isfinite(self.time_budget_s)
         ):

@@ -81,13 +81,20 @@ class ImportPlan:
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """Class names from a text file (one per line, blank lines ignored) or a JSON list of strings."""
+    """Class names from a text file (one per line, line k for label k - 1; blank lines only at
+    the end) or a JSON list of strings."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(
             f"{path}: no such class names file (text, one name per line, or a JSON list)"
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); save the class names as UTF-8"
+        ) from error
     if path.suffix == ".json":
         try:
             names = json.loads(text)
@@ -95,13 +102,29 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
             raise DatasetError(
                 f"{path}:{error.lineno}: not valid JSON ({error.msg}); expected a list of class names"
             ) from error
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        if not isinstance(names, list):
             raise DatasetError(
                 f"{path}: expected a JSON list of strings, got {type(names).__name__}"
             )
+        for index, name in enumerate(names):
+            if not isinstance(name, str):
+                raise DatasetError(
+                    f"{path}: entry {index} is {name!r}, not a string; expected a JSON list of "
+                    "class names"
+                )
         names = [n.strip() for n in names]
     else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in text.splitlines()]
+        while lines and not lines[-1]:
+            lines.pop()  # trailing blank lines end the file
+        # Line k is label k - 1: a blank line inside the list would shift every later label.
+        blank = next((number for number, line in enumerate(lines, 1) if not line), None)
+        if blank is not None:
+            raise DatasetError(
+                f"{path}:{blank}: empty class name; line k names label k - 1, so every line up "
+                "to the last name needs a name (remove the blank line or name the class)"
+            )
+        names = lines
     if not names:
         raise DatasetError(f"{path}: no class names; write one name per line")
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)

@@ -162,6 +162,8 @@ BAD = [
     ("metrics: [test/zsl_top5]\n", "did you mean 'test/zsl_top1'"),
     ("tracking_uri: ./mlruns\n", "MLflow 3 refuses file stores"),
     ("seeds: [1, 1]\n", "lists a seed twice"),
+    ("seeds: [-1, 0]\n", r"seeds: -1 is not a seed; seeds are in \[0, 4294967295\]"),
+    ("stage1_seed: -3\n", "stage1_seed: -3 is not a seed"),
 ]
 
 
@@ -182,6 +184,29 @@ def test_bad_spec_on_the_command_line_exits_2_without_traceback(tmp_path, capsys
     err = capsys.readouterr().err
     assert "did you mean 'model.memory'" in err and "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists()  # nothing started
+
+
+def test_command_line_options_override_the_spec(tmp_path):
+    path = write(tmp_path, "variants:\n  no-memory: {model.memory: replace}\n")
+    spec = load_ablation_spec(path)
+    changed = spec.with_overrides({"tracking_uri": "sqlite:////x/mlflow.db", "address": "auto"})
+    assert (changed.tracking_uri, changed.address) == ("sqlite:////x/mlflow.db", "auto")
+    assert changed.base == spec.base and changed.variants == spec.variants
+
+
+@pytest.mark.parametrize("option", ["--tracking-uri", "--address"])
+def test_tracking_uri_and_address_options_reach_the_tracking_check(tmp_path, capsys, option):
+    """`neuron ablate SPEC --tracking-uri URI` / `--address A`: the spec is valid, so the run
+    goes on to the tracking store, which this one cannot open (a path under /proc)."""
+    from ablations.cli import main
+
+    path = write(tmp_path, "variants:\n  no-memory: {model.memory: replace}\n")
+    store = "sqlite:////proc/no-such/mlflow.db"
+    value = store if option == "--tracking-uri" else "127.0.0.1:1"
+    extra = [] if option == "--tracking-uri" else [f"tracking_uri={store}"]
+    assert main([str(path), f"output_dir={tmp_path}", *extra, option, value, "--name", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "/proc/no-such/mlflow.db" in err and "section" not in err, err
 
 
 def test_expand_keeps_spec_order(tmp_path):

@@ -186,3 +186,11 @@ def test_printed_programs_run_from_a_fresh_shell(monkeypatch) -> None:
     assert program("neuron") == str(installed.absolute())
     monkeypatch.setenv("PATH", f"{installed.parent}:/usr/bin:/bin")  # it is
     assert program("neuron") == "neuron"
+
+
+@pytest.mark.parametrize("command", ["pretrain", "features", "train"])
+def test_an_override_that_is_not_yaml_exits_2_naming_it(command: str, capsys) -> None:
+    assert main([command, "quick", "model.temporal_windows=[3,5"]) == 2
+    err = capsys.readouterr().err
+    assert "model.temporal_windows=[3,5" in err and "not valid YAML" in err
+    assert "unexpected" not in err and "Traceback" not in err

@@ -237,3 +237,55 @@ def test_base_in_a_training_yaml_is_honoured(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text("base: quik\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: base: quik: no such config file or shipped"):
         load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.temporal_windows=[3,5", "model.steps=!!python/name:os.system", "model.hidden=\udcff"],
+)
+def test_an_override_that_is_not_yaml_is_a_config_error(override: str) -> None:
+    with pytest.raises(ConfigError, match="the value is not valid YAML") as error:
+        load_config("quick", [override])
+    assert repr(override.split("=")[0])[1:-1] in str(error.value)
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(b"data:\n  window: 32 # \xff\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: not UTF-8 text \(byte 0xff at offset 21\)"):
+        load_config(str(path))
+
+
+def test_a_mapping_for_a_section_updates_it_key_by_key() -> None:
+    quick = load_config("quick")
+    changed = load_config(
+        "quick", ["model={steps: 2, temporal_windows: [3, 5], step_loss_weights: [0.5, 0.5]}"]
+    )
+    assert (changed.model.steps, changed.model.temporal_windows) == (2, (3, 5))
+    # Every other model value stays quick's, not the dataclass default.
+    assert changed.model.spatial_prototypes == quick.model.spatial_prototypes == 24
+    assert changed.model.encoder == quick.model.encoder
+    assert quick.replace({"model": {"hidden": 8}}).model.logit_scale == quick.model.logit_scale
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.encoder.channels=[0,8,16]", "every unit needs >= 1 channel"),
+        ("model.encoder.dropout=5", r"model.encoder.dropout=5.0: must be in \[0, 1\)"),
+        ("model.hidden=0", "model.hidden=0: must be >= 1"),
+        ("model.logit_scale=.nan", "model.logit_scale=nan: must be a finite number > 0"),
+        ("model.step_loss_weights=[.inf,1,1]", "must be >= 0 with a positive sum"),
+        ("eval.gamma_grid=[.nan]", "every γ must be a finite number"),
+        ("data.rotation_degrees=.nan", r"data.rotation_degrees=nan: must be in \[0, 180\]"),
+        ("data.rotation_degrees=-5", r"data.rotation_degrees=-5.0: must be in \[0, 180\]"),
+        ("run.seed=-1", r"run.seed=-1: must be in \[0, 4294967295\]"),
+        ("data.validation_seed=-1", "data.validation_seed=-1"),
+        ("data.synthetic.seed=-1", "data.synthetic.seed=-1"),
+        ("run.threads=-1", "run.threads=-1: must be >= 0"),
+        ("run.num_workers=-1", "run.num_workers=-1: must be >= 0"),
+    ],
+)
+def test_values_no_run_could_use_are_refused_by_name(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])

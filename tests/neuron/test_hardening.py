@@ -226,3 +226,43 @@ def test_an_unexpected_error_is_one_line_naming_the_traceback_file(capsys, monke
     path = Path(err.split("full traceback: ")[1].split(";")[0])
     assert "Traceback" in path.read_text() and "something nobody planned for" in path.read_text()
     path.unlink()
+
+
+def test_a_file_never_replaces_a_folder(tmp_path) -> None:
+    """An output file aimed at an existing folder (`--metrics-out runs`) leaves the folder and
+    everything in it alone; a folder written whole still replaces its previous version."""
+    from neuron.atomic import atomic_path, write_text_atomic
+
+    folder = tmp_path / "runs"
+    (folder / "cache").mkdir(parents=True)
+    (folder / "cache" / "keep.txt").write_text("precious")
+    with pytest.raises(IsADirectoryError) as error:
+        write_text_atomic(folder, "{}")
+    assert error.value.filename == str(folder)
+    assert (folder / "cache" / "keep.txt").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # no temporary left behind
+    with atomic_path(folder) as temporary:
+        temporary.mkdir()
+        (temporary / "new.txt").write_text("new")
+    assert [p.name for p in folder.iterdir()] == ["new.txt"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "synth", "--preset", "tiny", "--out", "{folder}"],
+        ["data", "import", "arrays", "{missing}", "--out", "{folder}"],
+        ["train", "tiny", "run.output_dir={runs}", "--metrics-out", "{folder}"],
+    ],
+)
+def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys, argv) -> None:
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("precious")
+    runs = tmp_path / "runs"
+    words = [w.format(folder=folder, missing=tmp_path / "none.npz", runs=runs) for w in argv]
+    assert cli.main(words) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: this is a folder, not a file" in err and "Traceback" not in err
+    assert (folder / "keep.txt").read_text() == "precious"
+    assert not runs.exists()  # train stopped before its run folder

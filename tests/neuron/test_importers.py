@@ -981,3 +981,28 @@ def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixtu
         and summary["sequences"] == 1
         and summary["dataset"] == "nw_ucla"
     )
+
+
+def test_class_names_files_keep_line_k_for_label_k_minus_1(tmp_path: Path) -> None:
+    from neuron.importers.common import read_class_names
+
+    ok = tmp_path / "ok.txt"
+    ok.write_text("  Jump \nSit\nWave\n\n\n")  # trailing blank lines end the file
+    assert read_class_names(ok) == ("Jump", "Sit", "Wave")
+    for name, text, message in (
+        ("gap.txt", "Jump\n\nSit\nWave\n", r"gap\.txt:2: empty class name"),
+        ("lead.txt", "\nJump\nSit\n", r"lead\.txt:1: empty class name"),
+        (
+            "latin1.txt",
+            b"Jump\nCaf\xe9\n",
+            r"latin1\.txt: not UTF-8 text \(byte 0xe9 at offset 8\)",
+        ),
+        ("nums.json", '["Jump", 2]', r"nums\.json: entry 1 is 2, not a string"),
+    ):
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        with pytest.raises(DatasetError, match=message):
+            read_class_names(path)
