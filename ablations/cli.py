@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 from ablations.spec import DEFAULT_EXPERIMENT
 from neuron.cli import parse_arguments, run_handler
+from search.cli import bad_input
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -121,28 +121,36 @@ def run_command(args: argparse.Namespace) -> int:
             return _list(args)
         return _run(args)
     except (ConfigError, TrackingError, ValueError) as error:
-        return _bad_input(str(error))
+        return bad_input(str(error))
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ablations.runner import AblationInterrupted, describe_plan, plan_study, run_ablation
+    from ablations.runner import (
+        AblationInterrupted,
+        AblationSetupError,
+        describe_plan,
+        plan_study,
+        run_ablation,
+    )
     from ablations.spec import load_ablation_spec
+    from search.runner import check_name
 
     spec_path = Path(args.spec)
     if not spec_path.is_file():
-        return _bad_input(
+        return bad_input(
             f"{spec_path}: no such ablation spec file (see ablations/specs/), and not "
             "`report` or `list`"
         )
     if args.resume and not args.name:
-        return _bad_input("--resume needs --name NAME: the name of the study to continue")
+        return bad_input("--resume needs --name NAME: the name of the study to continue")
     spec = load_ablation_spec(spec_path, args.overrides)
     if args.tracking_uri:
         spec = spec.with_overrides({"tracking_uri": args.tracking_uri})
     if args.address:
         spec = spec.with_overrides({"address": args.address})
     plan = plan_study(spec)
-    name = args.name or f"{spec_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"{spec_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}" if args.name is None else args.name
+    check_name(name, AblationSetupError)
     print(
         f"ablation study {name!r}: outputs in {spec.resolved_output_dir() / name}, MLflow store "
         f"{spec.resolved_tracking_uri()}; if interrupted, continue with --name {name} --resume\n"
@@ -158,13 +166,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_store(args: argparse.Namespace) -> str:
+    """The store `report` and `list` read: they never create one (an SQLite file that does
+    not exist means the wrong path, not an empty store)."""
+    uri = args.tracking_uri or DEFAULT_STORE
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ValueError(
+                f"no MLflow store at {path} (tracking URI {uri}); pass --tracking-uri with the "
+                "store the study wrote to (its summary printed it)"
+            )
+    return uri
+
+
 def _report(args: argparse.Namespace) -> int:
     from ablations.report import build_report, find_root, write_report
     from search.tracking import MlflowTracker, check_tracking_uri
 
     if len(args.overrides) != 1:
-        return _bad_input("report needs exactly one study: neuron ablate report NAME_OR_RUN_ID")
-    uri = args.tracking_uri or DEFAULT_STORE
+        return bad_input("report needs exactly one study: neuron ablate report NAME_OR_RUN_ID")
+    uri = _existing_store(args)
     check_tracking_uri(uri)
     tracker = MlflowTracker(uri, args.experiment)
     root = find_root(tracker, args.overrides[0])
@@ -180,7 +202,7 @@ def _list(args: argparse.Namespace) -> int:
     from ablations.tracking import ROLE_STUDY, ROLE_TOP, TAG_ABLATION
     from search.tracking import PARENT_RUN_ID, TAG_ROLE, MlflowTracker, check_tracking_uri
 
-    uri = args.tracking_uri or DEFAULT_STORE
+    uri = _existing_store(args)
     check_tracking_uri(uri)
     tracker = MlflowTracker(uri, args.experiment)
     runs = [
@@ -211,11 +233,6 @@ def _list(args: argparse.Namespace) -> int:
             f"{done:>9}  {run.info.run_id}"
         )
     return 0
-
-
-def _bad_input(message: str) -> int:
-    print("error: " + textwrap.fill(message, width=100, subsequent_indent="  "), file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:

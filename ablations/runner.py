@@ -43,7 +43,7 @@ from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
-from search.runner import absolute_store, open_tracker, start_ray, trial_dirname
+from search.runner import absolute_store, check_name, open_tracker, start_ray, trial_dirname
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
 from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri, ui_url
@@ -273,13 +273,6 @@ class AblationResult:
         return "\n".join(lines)
 
 
-def _check_name(name: str) -> None:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise AblationSetupError(
-            f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names folders and runs)"
-        )
-
-
 def _spec_record(spec: AblationSpec) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in to_plain(spec).items() if k != "address"}))
 
@@ -307,7 +300,7 @@ def run_ablation(
 ) -> AblationResult:
     """Run (or resume) the study `name`; return where everything was written. One driver per
     study name: a second one is refused at once (`search.lock`)."""
-    _check_name(name)
+    check_name(name, AblationSetupError)
     output = plan.spec.resolved_output_dir() / name
     with hold_name(output, f"ablation study {name!r}"):
         return _run_ablation(plan, name, resume, address)
@@ -324,7 +317,7 @@ def _run_ablation(
     tracker = open_tracker(
         tracking_uri, spec.experiment, TAG_ABLATION, name, resume, AblationSetupError, "study"
     )
-    started_ray = start_ray(address or spec.address, AblationSetupError)
+    started_ray = start_ray(address or spec.address, AblationSetupError, spec.resources)
     try:
         # After ray.init: with prepare.where=worker each distinct stage 1 is a Ray task.
         stage1 = prepare_cells(plan, spec.prepare)

@@ -82,11 +82,17 @@ class DatasetInfo:
     def from_metadata(cls, metadata: dict[bytes, bytes] | None, path: Path) -> DatasetInfo:
         """Read the `neuron.*` schema metadata of the file at `path` (named in errors)."""
         metadata = metadata or {}
-        values = {
-            k.decode()[len("neuron.") :]: json.loads(v)
-            for k, v in metadata.items()
-            if k.startswith(b"neuron.")
-        }
+        values: dict[str, Any] = {}
+        for key, raw in metadata.items():
+            if not key.startswith(b"neuron."):
+                continue
+            try:
+                values[key.decode()[len("neuron.") :]] = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise DatasetError(
+                    f"{path}: schema metadata {key.decode(errors='replace')} is not valid JSON "
+                    f"({raw[:40]!r}); the file is damaged: re-import it"
+                ) from error
         if "class_names" not in values:
             raise DatasetError(
                 f"{path}: no neuron.class_names in the schema metadata; this is not a file written by "
@@ -96,13 +102,24 @@ class DatasetInfo:
             raise DatasetError(
                 f"{path}: format version {values.get('format')!r}, this version reads {FORMAT_VERSION}; re-import it"
             )
+        names, joints = values["class_names"], values.get("num_joints", 25)
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise DatasetError(
+                f"{path}: schema metadata neuron.class_names is {str(names)[:60]!r}, not a list of "
+                "names; the file is damaged: re-import it"
+            )
+        if not (isinstance(joints, int) and joints >= 1):
+            raise DatasetError(
+                f"{path}: schema metadata neuron.num_joints is {joints!r}, not a joint count; the "
+                "file is damaged: re-import it"
+            )
         return cls(
             dataset=values.get("dataset", "unknown"),
-            class_names=tuple(values["class_names"]),
+            class_names=tuple(names),
             source=values.get("source", ""),
             benchmark=values.get("benchmark", ""),
             joint_layout=values.get("joint_layout", "ntu25"),
-            num_joints=int(values.get("num_joints", 25)),
+            num_joints=joints,
         )
 
 

@@ -93,22 +93,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Validate everything, then run the search; bad input → message on stderr, exit code 2."""
     from neuron.config import ConfigError
-    from search.runner import SearchInterrupted, SearchSetupError, run_search
+    from search.runner import SearchInterrupted, SearchSetupError, check_name, run_search
     from search.spec import load_search_spec
     from search.tracking import TrackingError
 
     spec_path = Path(args.spec)
     if not spec_path.is_file():
-        return _bad_input(f"{spec_path}: no such search spec file (see search/specs/)")
+        return bad_input(f"{spec_path}: no such search spec file (see search/specs/)")
     if args.resume and not args.name:
-        return _bad_input("--resume needs --name NAME: the name of the search to continue")
+        return bad_input("--resume needs --name NAME: the name of the search to continue")
     try:
         spec = load_search_spec(spec_path, args.overrides)
         if args.tracking_uri:
             spec = spec.with_overrides({"tracking_uri": args.tracking_uri})
         if args.address:
             spec = spec.with_overrides({"address": args.address})
-        name = args.name or default_name(spec_path)
+        name = default_name(spec_path) if args.name is None else args.name
+        check_name(name)
         resume = resume_command(args, name)
         print(
             f"search {name!r}: outputs in {spec.resolved_output_dir() / name}, MLflow store "
@@ -117,7 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
         result = run_search(spec, name, resume=args.resume)
     except (ConfigError, TrackingError, SearchSetupError) as error:
-        return _bad_input(str(error))
+        return bad_input(str(error))
     except SearchInterrupted as error:
         print(f"interrupted: {error}\ncontinue it with:\n  {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -142,8 +143,22 @@ def default_name(spec_path: Path) -> str:
     return f"{spec_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _bad_input(message: str) -> int:
-    print("error: " + textwrap.fill(message, width=100, subsequent_indent="  "), file=sys.stderr)
+def bad_input(message: str) -> int:
+    """`error: message` on stderr, long lines wrapped (lines of their own, such as a YAML error's
+    caret under its line, stay as they are); exit code 2."""
+    lines = [
+        textwrap.fill(
+            line,
+            width=100,
+            subsequent_indent="  ",
+            break_long_words=False,  # paths and URIs stay whole, to copy
+            break_on_hyphens=False,
+        )
+        if len(line) > 100
+        else line
+        for line in ("error: " + message).splitlines()
+    ]
+    print("\n".join(lines), file=sys.stderr)
     return EXIT_BAD_INPUT
 
 

@@ -86,7 +86,7 @@ from neuron.train import reported_metric_names
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
 from search.space import SpaceRanges, define_space, max_epochs
-from search.spec import SamplerSpec, SearchSpec
+from search.spec import ResourcesSpec, SamplerSpec, SearchSpec
 from search.staging import PendingPrepared, StagedPrepared, launch_prepare, localize
 from search.tracking import (
     TAG_COMPARE_URL,
@@ -425,10 +425,13 @@ def open_tracker(
     return tracker
 
 
-def start_ray(address: str | None, error: type[Exception]) -> bool:
+def start_ray(
+    address: str | None, error: type[Exception], resources: ResourcesSpec | None = None
+) -> bool:
     """Connect to the cluster at `address` (else $RAY_ADDRESS), or start a local Ray of our own
     that advertises loopback only, unless Ray is already initialised. Returns whether it started
-    one (the caller shuts it down); an unreachable cluster raises `error`."""
+    one (the caller shuts it down); an unreachable cluster raises `error`, and so does a local
+    instance too small for one trial's `resources` (it would wait for ever: nothing autoscales)."""
     if ray.is_initialized():
         return False
     cluster = address or os.environ.get("RAY_ADDRESS")
@@ -445,6 +448,17 @@ def start_ray(address: str | None, error: type[Exception]) -> bool:
             f"cannot reach the Ray cluster at {cluster or '$RAY_ADDRESS'}: {cause}; check "
             "--address (auto, host:6379, ray://host:10001) or start the cluster first"
         ) from cause
+    if not cluster and resources is not None:
+        available = ray.cluster_resources()
+        for key, wanted in (("cpu", resources.cpu), ("gpu", resources.gpu)):
+            have = float(available.get(key.upper(), 0.0))
+            if wanted > have:
+                ray.shutdown()
+                raise error(
+                    f"resources.{key}={wanted:g}: this machine's Ray has {have:g} "
+                    f"{key.upper()}{'s' if have != 1 else ''}, so no trial could ever start; use "
+                    f"resources.{key}<={have:g}, or --address a cluster that has them"
+                )
     return True
 
 
@@ -460,9 +474,10 @@ def absolute_store(uri: str) -> str:
 # The search
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str, error: type[Exception] = SearchSetupError) -> None:
+    """A search or study name names folders and MLflow runs: refuse anything else at once."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise SearchSetupError(
+        raise error(
             f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names folders and runs)"
         )
 
@@ -552,7 +567,7 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) the search `name`; return where everything was written. One driver per
     name: a second one is refused at once (`search.lock`)."""
-    _check_name(name)
+    check_name(name)
     record = spec.resolved_output_dir() / name / "search.yaml"
     with hold_name(record.parent, f"search {name!r}"):
         return _run_search(spec, name, record, resume, address)
@@ -567,7 +582,7 @@ def _run_search(
         tracking_uri, spec.experiment, TAG_SEARCH, name, resume, SearchSetupError, "search"
     )
 
-    started_ray = start_ray(address or spec.address, SearchSetupError)
+    started_ray = start_ray(address or spec.address, SearchSetupError, spec.resources)
     try:
         search = _Search(
             spec=spec,

@@ -156,6 +156,10 @@ def _read_arrays_npz(source: Path) -> _ArraysContent:
     with np.load(source, allow_pickle=False) as archive:
         columns: dict[str, Any] = {key: archive[key] for key in keys}
     joints = columns.pop("joints")
+    if joints.dtype.kind not in "fiu":
+        raise DatasetError(
+            f"{where}: joints has dtype {joints.dtype}, expected real coordinates (float)"
+        )
     if "lengths" in columns or "offsets" in columns:
         starts, stops = _concatenated_bounds(columns, joints, where)
         count = len(starts)
@@ -336,6 +340,14 @@ def plan(request: ImportRequest) -> ImportPlan:
         raise DatasetError(
             f"{where}: sample_id has {len(sample_ids)} entries but there are {count} sequences"
         )
+    first_seen: dict[str, int] = {}
+    for index, sample_id in enumerate(sample_ids):
+        if sample_id in first_seen:
+            raise DatasetError(
+                f"{where}: sample_id[{index}] = {sample_id!r} repeats sample_id"
+                f"[{first_seen[sample_id]}]; ids must be unique (or leave sample_id out)"
+            )
+        first_seen[sample_id] = index
     subject = _optional_ints(columns, "subject", count, where)
     view = _optional_ints(columns, "view", count, where)
     setup = _optional_ints(columns, "setup", count, where)

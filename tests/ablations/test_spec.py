@@ -214,3 +214,15 @@ def test_expand_keeps_spec_order(tmp_path):
         write(tmp_path, "variants:\n  b: {model.hidden: 4}\n  a: {model.hidden: 32}\n")
     )
     assert [v.name for v in expand_variants(spec)] == ["full", "b", "a"]
+
+
+@pytest.mark.parametrize("command", ["list", "report"])
+def test_list_and_report_never_create_a_store(tmp_path, capsys, command):
+    from ablations.cli import main
+
+    store = tmp_path / "runs" / "ablate" / "mlflow.db"
+    words = [command, *(["some-study"] if command == "report" else [])]
+    assert main([*words, "--tracking-uri", f"sqlite:///{store}"]) == 2
+    err = capsys.readouterr().err
+    assert f"no MLflow store at {store}" in " ".join(err.split())
+    assert not (tmp_path / "runs").exists()

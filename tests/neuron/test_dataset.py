@@ -162,3 +162,30 @@ def test_metadata_from_another_format_version_is_refused(tmp_path: Path) -> None
     metadata[b"neuron.format"] = b"99"
     with pytest.raises(DatasetError, match="format version 99, this version reads 1; re-import it"):
         DatasetInfo.from_metadata(metadata, tmp_path / "old.arrow")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (b"neuron.class_names", b"{not json", "neuron.class_names is not valid JSON"),
+        (b"neuron.num_joints", b'"abc"', "neuron.num_joints is 'abc', not a joint count"),
+        (b"neuron.class_names", b'{"a": 1}', "neuron.class_names is .* not a list of names"),
+    ],
+)
+def test_damaged_schema_metadata_names_the_file_and_key(
+    tmp_path: Path, key: bytes, value: bytes, message: str
+) -> None:
+    from neuron.synthetic import write_synthetic
+
+    good = tmp_path / "good.arrow"
+    write_synthetic(good, preset="tiny")
+    with pa.memory_map(str(good)) as source:
+        table = ipc.open_file(source).read_all()
+    damaged = tmp_path / "damaged.arrow"
+    metadata = dict(table.schema.metadata) | {key: value}
+    with pa.OSFile(str(damaged), "wb") as sink:
+        schema = table.schema.with_metadata(metadata)
+        with ipc.new_file(sink, schema) as writer:
+            writer.write_table(table.replace_schema_metadata(metadata))
+    with pytest.raises(DatasetError, match=rf"damaged\.arrow: schema metadata {message}"):
+        open_dataset(damaged)

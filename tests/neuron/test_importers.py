@@ -854,6 +854,8 @@ def test_arrays_errors_name_field_and_value(tmp_path: Path) -> None:
          r"partition\[1\] = 'val'; every entry must be 'train' or 'test'"),
         ({"labels": np.array([0, 1, 1])}, "no partition field; add `partition`"),
         ({"labels": np.array([0, 1]), "partition": np.array(["train"] * 3)}, "labels has 2 entries but there are 3 sequences"),
+        ({"labels": np.array([0, 1, 2]), "partition": np.array(["train"] * 3), "sample_id": np.array(["a", "b", "a"])},
+         r"sample_id\[2\] = 'a' repeats sample_id\[0\]; ids must be unique"),
     ]  # fmt: skip
     for index, (fields, message) in enumerate(cases):
         source = tmp_path / f"case{index}.npz"
@@ -1006,3 +1008,19 @@ def test_class_names_files_keep_line_k_for_label_k_minus_1(tmp_path: Path) -> No
             path.write_text(text)
         with pytest.raises(DatasetError, match=message):
             read_class_names(path)
+
+
+def test_arrays_with_complex_joints_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "complex.npz"
+    joints = np.ones((2, 2, 1, 25, 3), np.complex64)
+    np.savez(source, joints=joints, labels=np.array([0, 1]), partition=np.array(["train"] * 2))
+    with pytest.raises(
+        DatasetError, match=r"complex\.npz: joints has dtype complex64, expected real"
+    ):
+        import_dataset(
+            "arrays",
+            source,
+            tmp_path / "out.arrow",
+            class_names_file=_class_file(tmp_path, 2),
+            progress=False,
+        )

@@ -123,3 +123,26 @@ def test_an_interrupted_search_prints_the_exact_command_to_continue(tmp_path, mo
         f"search {SPECS / 'tiny.yaml'} output_dir={tmp_path / 'out'} num_trials=3 --name n1 --resume"
     )
     assert command in out  # also printed at the start, before anything runs
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ""])
+def test_a_bad_name_is_refused_before_anything_is_printed_or_started(tmp_path, capsys, name):
+    code, out, err = run(
+        ["search", str(SPECS / "tiny.yaml"), f"output_dir={tmp_path / 'out'}", "--name", name],
+        capsys,
+    )
+    assert code == 2
+    assert f"--name {name!r}: use letters, digits" in err
+    assert "continue it with" not in out  # no resume hint for a name that cannot exist
+    assert not (tmp_path / "out").exists()
+    assert not ray.is_initialized()
+
+
+def test_a_spec_yaml_error_keeps_the_caret_under_its_line(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("num_trials: [3\n")
+    code, _, err = run(["search", str(spec)], capsys)
+    assert code == 2
+    lines = err.splitlines()
+    caret = next(line for line in lines if line.strip() == "^")
+    assert lines[lines.index(caret) - 1].strip().startswith("num_trials: [3")

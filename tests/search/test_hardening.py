@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
 from neuron import cli
 from neuron.device import host_allocator_environment
@@ -187,6 +188,27 @@ def test_the_embedded_rays_workers_start_with_the_host_allocator_settings(monkey
         ray.shutdown()
     assert worker_tunables == host_allocator_environment({})["GLIBC_TUNABLES"]
     assert "GLIBC_TUNABLES" not in os.environ  # the driver's own environment is untouched
+
+
+def test_a_trial_larger_than_the_local_machine_is_refused_at_once(monkeypatch) -> None:
+    """A local Ray never grows: a trial asking for more CPUs than it has would wait for ever."""
+    from search.spec import ResourcesSpec
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    with pytest.raises(
+        SearchSetupError, match=r"resources.cpu=1000: this machine's Ray has \d+ CPU"
+    ):
+        start_ray(None, SearchSetupError, ResourcesSpec(cpu=1000))
+    assert not ray.is_initialized()  # shut down again
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            SearchSetupError, match=r"resources.gpu=1: this machine's Ray has 0 GPUs"
+        ):
+            start_ray(None, SearchSetupError, ResourcesSpec(cpu=1, gpu=1))
+        assert not ray.is_initialized()
+    assert start_ray(None, SearchSetupError, ResourcesSpec(cpu=1))  # fits: Ray stays up
+    ray.shutdown()
 
 
 # --------------------------------------------------------------------------------------------
