@@ -266,3 +266,15 @@ def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path, ca
     assert f"{folder}: this is a folder, not a file" in err and "Traceback" not in err
     assert (folder / "keep.txt").read_text() == "precious"
     assert not runs.exists()  # train stopped before its run folder
+
+
+def test_synth_checks_its_descriptions_folder_before_writing_the_dataset(tmp_path, capsys) -> None:
+    blocker = tmp_path / "descriptions"
+    blocker.write_text("a file where the descriptions folder should go\n")
+    out = tmp_path / "tiny.arrow"
+    code = cli.main(
+        ["data", "synth", "--preset", "tiny", "--out", str(out), "--descriptions-out", str(blocker)]
+    )
+    assert code == 2
+    assert f"--descriptions-out {blocker}: this is a file, not a folder" in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written: no dataset without its descriptions
