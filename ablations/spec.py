@@ -286,6 +286,11 @@ def load_ablation_spec(
     `build_plan` validates the variants against the base config."""
     path = Path(path)
     loaded = read_yaml(path)
+    if not loaded:
+        raise ConfigError(
+            f"{path}: the spec is empty; start from ablations/specs/synthetic_components.yaml "
+            "(every key documented)"
+        )
     duplicates = _duplicate_keys(path.read_text(), ("variants", "sweeps", "grid"))
     if duplicates:
         raise ConfigError(f"{path}: {duplicates[0]}")

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import itertools
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -80,6 +82,14 @@ def _load(args: argparse.Namespace) -> Any:
     from neuron.config import load_config
 
     return load_config(args.config, args.overrides)
+
+
+def check_name(name: str, error: type[Exception] = ValueError) -> None:
+    """A run, search or study name names folders and MLflow runs: refuse anything else."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise error(
+            f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names folders and runs)"
+        )
 
 
 def check_output_file(path: str | Path | None, option: str) -> None:
@@ -325,8 +335,22 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     check_output_file(args.metrics_out, "--metrics-out")
-    name = args.name or time.strftime("train-%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.run.output_dir) / name
+    if args.name is not None:
+        check_name(args.name)
+        run_dir = Path(cfg.run.output_dir) / args.name
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not args.resume:
+            # A second run would mix its config with the first one's metrics and checkpoints.
+            raise ValueError(
+                f"--name {args.name}: {run_dir} holds an earlier run; choose another name, "
+                "remove that folder, or continue it with --resume DIR"
+            )
+    else:
+        stamp = time.strftime("train-%Y%m%d-%H%M%S")
+        run_dir = Path(cfg.run.output_dir) / stamp
+        for count in itertools.count(2):
+            if not run_dir.exists():
+                break
+            run_dir = Path(cfg.run.output_dir) / f"{stamp}-{count}"
     run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable output fails before any work
     if args.resume:
         load_checkpoint(cfg, Path(args.resume))  # a bad checkpoint fails before anything is built

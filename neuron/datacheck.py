@@ -164,7 +164,8 @@ def find_problems(table: pa.Table, num_classes: int, num_joints: int) -> list[Pr
             )
             if found is not None:
                 problems.append(found)
-                usable.discard(name)
+                if name != "partition":  # its other values are still checked, nulls aside
+                    usable.discard(name)
     if "label" in usable:
         labels = _integers(table, "label")
         found = _rows_problem(
@@ -196,11 +197,14 @@ def find_problems(table: pa.Table, num_classes: int, num_joints: int) -> list[Pr
             problems.append(found)
     if "partition" in usable:
         partition = table.column("partition")
-        known = pc.is_in(partition, value_set=pa.array(PARTITIONS, type=partition.type))
+        known = pc.fill_null(
+            pc.is_in(partition, value_set=pa.array(PARTITIONS, type=partition.type)), True
+        )
+        null = partition.is_null().to_numpy(zero_copy_only=False)
         found = _rows_problem(
             table,
             "partition",
-            ~known.to_numpy(zero_copy_only=False),
+            ~known.to_numpy(zero_copy_only=False) & ~null,
             np.asarray(partition.to_pylist(), dtype=object),
             f"unknown partition, expected one of {', '.join(PARTITIONS)}",
             f"set partition to train or test under the file's benchmark, or {REIMPORT}",
@@ -241,8 +245,7 @@ def _joint_problems(table: pa.Table, num_joints: int) -> list[Problem]:
         f"num_frames and num_bodies, or {REIMPORT}",
     )
     if found is not None:
-        # Rows cannot be told apart reliably any more: skip the coordinate scan.
-        return [found]
+        problems.append(found)  # the scan below still finds each row by the list offsets
     bad_rows: list[np.ndarray] = []
     first_value: float | None = None
     start_row = 0

@@ -12,7 +12,7 @@ PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   $PIP install "torch==2.13.0"
 fi
-$PIP install -e ".[dev]"
+$PIP install -e ".[${EXTRAS:-dev}]"   # EXTRAS=dev,cluster-test: scripts/test.sh
 .venv/bin/python - <<'PY'
 import torch, ray, optuna, mlflow
 print(f"installed: torch {torch.__version__} (CUDA {torch.cuda.is_available()}), ray {ray.__version__}, "

@@ -17,6 +17,7 @@ from typing import Any
 from neuron.cli import EXIT_INTERRUPTED, parse_arguments, program, run_handler
 
 EXIT_BAD_INPUT = 2
+EXIT_NO_RESULT = 5
 
 DESCRIPTION = """\
 Hyperparameter search over Neuron: Ray Tune schedules the trials (on a local Ray instance, or on
@@ -40,8 +41,10 @@ outputs:
   <output_dir>/mlflow.db                         mlflow ui --backend-store-uri sqlite:///<path>
 
 exit codes: 0 done, 2 bad input (spec, override, range, tracking URI, a name in use; nothing
-  launched), 4 an OS fault (read-only or full disk; the line names the path), 130 interrupted
-  (Ctrl-C; continue with --resume), 1 unexpected (the line names the file with the traceback).
+  launched), 4 an OS fault (read-only or full disk; the line names the path), 5 a study in
+  which no trial finished with a value (every trial failed, diverged or ran out of
+  time_budget_s), 130 interrupted (Ctrl-C; continue with --resume), 1 unexpected (the line
+  names the file with the traceback).
 """
 
 
@@ -123,6 +126,15 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"interrupted: {error}\ncontinue it with:\n  {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(result.summary())
+    empty = [study.split for study in result.studies if study.best_trial_id is None]
+    if empty:
+        print(
+            f"error: no trial finished with a value in {', '.join(empty)} (every trial failed, "
+            "diverged or was cut by time_budget_s); the trials' reasons are in the results "
+            "table and MLflow",
+            file=sys.stderr,
+        )
+        return EXIT_NO_RESULT
     return 0
 
 

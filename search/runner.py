@@ -60,7 +60,6 @@ import functools
 import importlib.util
 import json
 import os
-import re
 import sys
 import typing
 import warnings
@@ -78,6 +77,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
+from neuron.cli import check_name as check_run_name
 from neuron.cli import program
 from neuron.config import Config, EvalConfig, to_plain
 from neuron.device import host_allocator_environment
@@ -476,10 +476,7 @@ def absolute_store(uri: str) -> str:
 
 def check_name(name: str, error: type[Exception] = SearchSetupError) -> None:
     """A search or study name names folders and MLflow runs: refuse anything else at once."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise error(
-            f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names folders and runs)"
-        )
+    check_run_name(name, error)
 
 
 def _spec_record(spec: SearchSpec) -> dict[str, Any]:

@@ -477,6 +477,10 @@ def load_search_spec(
     """Read a spec YAML, apply dotted overrides and validate everything (ConfigError if not)."""
     path = Path(path)
     loaded = read_yaml(path)
+    if not loaded:
+        raise ConfigError(
+            f"{path}: the spec is empty; start from search/specs/quick.yaml (every key documented)"
+        )
     _normalise_space(loaded)
     base = loaded.get("base")
     if isinstance(base, dict) and isinstance(base.get("config"), str):

@@ -226,3 +226,10 @@ def test_list_and_report_never_create_a_store(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert f"no MLflow store at {store}" in " ".join(err.split())
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_spec_file_is_refused(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match="the spec is empty"):
+        load_ablation_spec(path)

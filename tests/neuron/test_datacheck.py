@@ -172,3 +172,23 @@ def test_the_check_is_vectorised_over_a_large_file(tmp_path) -> None:
         writer.write_table(table, max_chunksize=7_000)
     with pytest.raises(DatasetError, match=r"row 41234 \(sample_id s41234\) = nan"):
         open_dataset(path)
+
+
+def test_one_problem_never_hides_another_in_the_same_column(good, tmp_path, capsys) -> None:
+    """A wrong joints length in one row and a NaN in another; an unknown partition in one row
+    and a missing one in another: `data check` lists all four."""
+    path = rewrite(
+        good,
+        tmp_path / "two-each.arrow",
+        num_frames=pa.array([5, 6, 7, 8, 9, 11], pa.int32()),  # row 5 no longer matches
+        joints=joints_with(good, 2, 17, float("nan")),
+        partition=pa.array(["validation", None, "train", "train", "test", "test"]),
+    )
+    assert cli.main(["data", "check", str(path)]) == cli.EXIT_BAD_INPUT
+    lines = [line for line in capsys.readouterr().out.splitlines() if "problem:" in line]
+    joined = "\n".join(lines)
+    assert len(lines) == 4, joined
+    assert "column joints, row 5 (sample_id s5) = 750: holds this many numbers" in joined
+    assert "column joints, row 2 (sample_id s2) = nan: NaN or infinite" in joined
+    assert "column partition, row 1 (sample_id s1)" in joined and "missing value (null)" in joined
+    assert "column partition, row 0 (sample_id s0) = 'validation': unknown partition" in joined

@@ -278,3 +278,19 @@ def test_synth_checks_its_descriptions_folder_before_writing_the_dataset(tmp_pat
     assert code == 2
     assert f"--descriptions-out {blocker}: this is a file, not a folder" in capsys.readouterr().err
     assert not out.exists()  # nothing half-written: no dataset without its descriptions
+
+
+def test_a_named_training_run_never_mixes_with_an_earlier_one(tmp_path, capsys) -> None:
+    runs = tmp_path / "runs"
+    (runs / "mine").mkdir(parents=True)
+    (runs / "mine" / "metrics.json").write_text("{}")
+    for name, message in (
+        ("mine", "holds an earlier run; choose another name"),
+        ("a/b", "--name 'a/b': use letters, digits"),
+        ("", "--name '': use letters, digits"),
+    ):
+        code = cli.main(["train", "tiny", f"run.output_dir={runs}", "--name", name])
+        assert code == 2
+        assert message in capsys.readouterr().err
+    assert [p.name for p in runs.iterdir()] == ["mine"]
+    assert (runs / "mine" / "metrics.json").read_text() == "{}"

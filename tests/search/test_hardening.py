@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import ray
-import torch
 
 from neuron import cli
 from neuron.device import host_allocator_environment
@@ -200,15 +199,7 @@ def test_a_trial_larger_than_the_local_machine_is_refused_at_once(monkeypatch) -
         SearchSetupError, match=r"resources.cpu=1000: this machine's Ray has \d+ CPU"
     ):
         start_ray(None, SearchSetupError, ResourcesSpec(cpu=1000))
-    assert not ray.is_initialized()  # shut down again
-    if not torch.cuda.is_available():
-        with pytest.raises(
-            SearchSetupError, match=r"resources.gpu=1: this machine's Ray has 0 GPUs"
-        ):
-            start_ray(None, SearchSetupError, ResourcesSpec(cpu=1, gpu=1))
-        assert not ray.is_initialized()
-    assert start_ray(None, SearchSetupError, ResourcesSpec(cpu=1))  # fits: Ray stays up
-    ray.shutdown()
+    assert not ray.is_initialized()  # shut down again; a trial that fits is every search test
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from search.runner import SearchSetupError, _spec_record, run_search
 from search.spec import ConfirmSpec
 from search.tracking import MlflowTracker
 from search.trainable import SCRATCH_PREFIX
-from tests.search.helpers import tiny_spec
+from tests.search.helpers import SPECS, tiny_spec
 
 OBJECTIVE = "val/gzsl_h"
 
@@ -244,6 +244,32 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
     states = [t.state for t in optuna_study.trials]
     assert states.count(optuna.trial.TrialState.FAIL) == len(failed)
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(others)
+
+
+@pytest.mark.slow
+def test_a_search_in_which_no_trial_finishes_exits_5_after_its_summary(
+    local_ray, tmp_path, store, tiny_cache, capsys
+):
+    from neuron.cli import main
+
+    code = main(
+        [
+            "search",
+            str(SPECS / "tiny.yaml"),
+            f"output_dir={tmp_path / 'out'}",
+            f"tracking_uri={store}",
+            f"base.overrides.run.cache_dir={tiny_cache}",
+            "num_trials=1",
+            "scheduler.name=none",
+            "space.train.optimizer.lr={low: 1.0e+11, high: 1.0e+12, log: true}",  # diverges
+            "--name",
+            "nothing",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 5
+    assert "no trial finished with a value" in out  # the summary still prints
+    assert "error: no trial finished with a value in synthetic_default" in err
 
 
 def test_a_name_in_use_or_absent_or_a_changed_spec_is_refused_before_launching(tmp_path, store):

@@ -206,3 +206,8 @@ def test_trials_inherit_threads_device_and_gpu_share_from_the_resources() -> Non
     cpu_only = load_search_spec(SPECS / "tiny.yaml")
     config = study_base(cpu_only, cpu_only.split_names[0])
     assert (config.run.device, config.run.gpu_fraction, config.run.threads) == ("cpu", 1.0, 1)
+
+
+def test_an_empty_spec_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="the spec is empty; start from search/specs/quick.yaml"):
+        load_search_spec(write(tmp_path, "# nothing yet\n"))
