@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.spec import DEFAULT_EXPERIMENT
-from neuron.cli import parse_arguments, run_handler
+from neuron.cli import check_name, parse_arguments, run_handler
 from search.cli import bad_input
 
 EXIT_BAD_INPUT = 2
@@ -133,7 +133,6 @@ def _run(args: argparse.Namespace) -> int:
         run_ablation,
     )
     from ablations.spec import load_ablation_spec
-    from search.runner import check_name
 
     spec_path = Path(args.spec)
     if not spec_path.is_file():

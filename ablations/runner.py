@@ -38,12 +38,12 @@ from ablations.report import Report, build_report, publish_report
 from ablations.spec import DEFAULT_EXPERIMENT, AblationSpec, Plan, build_plan
 from ablations.tracking import TAG_ABLATION, AblationCallback, start_parents
 from neuron.atomic import write_text_atomic
-from neuron.cli import program
+from neuron.cli import check_name, program
 from neuron.config import Config, config_from_plain, load_yaml_text, to_plain
 from neuron.prepare import Prepared, prepare
 from search.checkpoints import CheckpointKeeper
 from search.lock import hold_name
-from search.runner import absolute_store, check_name, open_tracker, start_ray, trial_dirname
+from search.runner import absolute_store, open_tracker, start_ray, trial_dirname
 from search.spec import PrepareSpec
 from search.staging import AnyPrepared, PendingPrepared, StagedPrepared, launch_prepare
 from search.tracking import TAG_ROLE, TAG_SEARCH, MlflowTracker, check_tracking_uri, ui_url

@@ -102,18 +102,15 @@ def _data_synth(args: argparse.Namespace) -> int:
     from neuron.synthetic import synthetic_descriptions, write_descriptions, write_synthetic
 
     check_output_file(args.out, "--out")
-    if not args.no_descriptions:
-        out = Path(args.out)
-        folder = Path(args.descriptions_out or out.parent / f"{out.stem}_descriptions")
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"--descriptions-out {folder}: this is a file, not a folder; give a folder path "
-                "(or --no-descriptions)"
-            )
+    out = Path(args.out)
+    folder = Path(args.descriptions_out or out.parent / f"{out.stem}_descriptions")
+    if not args.no_descriptions and folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"--descriptions-out {folder}: this is a file, not a folder; give a folder path "
+            "(or --no-descriptions)"
+        )
     summary = write_synthetic(args.out, preset=args.preset, seed=args.seed, progress=True)
     if not args.no_descriptions:
-        out = Path(args.out)
-        folder = Path(args.descriptions_out or out.parent / f"{out.stem}_descriptions")
         write_descriptions(folder, synthetic_descriptions(seed=args.seed))
         summary["descriptions"] = str(folder)
     _print_summary("synthetic dataset", summary)

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from neuron.cli import EXIT_INTERRUPTED, parse_arguments, program, run_handler
+from neuron.cli import EXIT_INTERRUPTED, check_name, parse_arguments, program, run_handler
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_RESULT = 5
@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Validate everything, then run the search; bad input → message on stderr, exit code 2."""
     from neuron.config import ConfigError
-    from search.runner import SearchInterrupted, SearchSetupError, check_name, run_search
+    from search.runner import SearchInterrupted, SearchSetupError, run_search
     from search.spec import load_search_spec
     from search.tracking import TrackingError
 
@@ -112,7 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.address:
             spec = spec.with_overrides({"address": args.address})
         name = default_name(spec_path) if args.name is None else args.name
-        check_name(name)
+        check_name(name, SearchSetupError)
         resume = resume_command(args, name)
         print(
             f"search {name!r}: outputs in {spec.resolved_output_dir() / name}, MLflow store "

@@ -77,8 +77,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from neuron.atomic import write_text_atomic
-from neuron.cli import check_name as check_run_name
-from neuron.cli import program
+from neuron.cli import check_name, program
 from neuron.config import Config, EvalConfig, to_plain
 from neuron.device import host_allocator_environment
 from neuron.prepare import Prepared
@@ -474,11 +473,6 @@ def absolute_store(uri: str) -> str:
 # The search
 
 
-def check_name(name: str, error: type[Exception] = SearchSetupError) -> None:
-    """A search or study name names folders and MLflow runs: refuse anything else at once."""
-    check_run_name(name, error)
-
-
 def _spec_record(spec: SearchSpec) -> dict[str, Any]:
     """What must not change between a search and its resume (the cluster address may)."""
     return {k: v for k, v in to_plain(spec).items() if k != "address"}
@@ -564,7 +558,7 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) the search `name`; return where everything was written. One driver per
     name: a second one is refused at once (`search.lock`)."""
-    check_name(name)
+    check_name(name, SearchSetupError)
     record = spec.resolved_output_dir() / name / "search.yaml"
     with hold_name(record.parent, f"search {name!r}"):
         return _run_search(spec, name, record, resume, address)
